@@ -1,0 +1,58 @@
+"""The few helpers every stage shares: params, one-line errors, atomic outputs."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+import yaml
+
+
+class KwsError(Exception):
+    """A user-facing error: the CLI prints its message on one line and exits non-zero."""
+
+
+def load_params(path: str | os.PathLike = "params.yaml") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise KwsError(f"{path}: params file not found")
+    with open(path) as f:
+        params = yaml.safe_load(f)
+    if not isinstance(params, dict):
+        raise KwsError(f"{path}: expected a mapping of params")
+    return params
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of `target` (file or folder) to write into; on success it
+    replaces `target` in one rename, on error it is removed and `target` is left untouched."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp_target = tmp / target.name
+    try:
+        yield tmp_target
+        if not tmp_target.exists():
+            raise KwsError(f"{target}: nothing was written")
+        if target.is_dir() and not target.is_symlink():
+            old = tmp / ".old"
+            target.rename(old)  # rename away first: a folder cannot be replaced in place
+            tmp_target.rename(target)
+        else:
+            os.replace(tmp_target, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_cli(main: Callable[[], None]) -> None:
+    """Run a script's main(); a KwsError becomes one line on stderr and exit status 1."""
+    try:
+        main()
+    except KwsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,131 @@
+"""Loading and running QONNX models: the one place that knows qonnx's API.
+
+Shared by export (check against Brevitas), bins (quantize + validate) and the hls4ml check."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.core.onnx_exec import execute_onnx
+from qonnx.transformation.infer_shapes import InferShapes
+from qonnx.util.cleanup import cleanup_model
+
+from kws.common import KwsError
+
+
+def load_qonnx(path: str | os.PathLike) -> ModelWrapper:
+    """Load and clean up a QONNX model; cleanup also modernizes old Brevitas exports
+    (empty or `finn` domains, Quant nodes without rounding_mode)."""
+    if not os.path.isfile(path):
+        raise KwsError(f"{path}: model file not found")
+    try:
+        proto = onnx.load(os.fspath(path))
+    except Exception as e:  # onnx raises DecodeError and friends for non-ONNX bytes
+        raise KwsError(f"{path}: not an ONNX model ({type(e).__name__})") from None
+    model = cleanup_model(ModelWrapper(proto))
+    # old exporters list initializers as graph inputs too; cleanup removes them
+    if len(model.graph.input) != 1 or len(model.graph.output) != 1:
+        raise KwsError(f"{path}: expected one graph input and one output")
+    return model
+
+
+@dataclass(frozen=True)
+class InputQuant:
+    """The model's own input quantizer: q = clip(round(x / scale + zero_point), qmin, qmax)."""
+
+    scale: float
+    zero_point: float
+    bit_width: int
+    signed: bool
+    narrow: bool
+
+    @property
+    def qmin(self) -> int:
+        if not self.signed:
+            return 0
+        return -(2 ** (self.bit_width - 1)) + (1 if self.narrow else 0)
+
+    @property
+    def qmax(self) -> int:
+        if not self.signed:
+            return 2**self.bit_width - 1 - (1 if self.narrow else 0)
+        return 2 ** (self.bit_width - 1) - 1
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Smallest integer type that holds [qmin, qmax]."""
+        for dt in (np.int8, np.uint8, np.int16, np.uint16, np.int32):
+            if np.iinfo(dt).min <= self.qmin and self.qmax <= np.iinfo(dt).max:
+                return np.dtype(dt)
+        raise KwsError(f"input quantizer range [{self.qmin}, {self.qmax}] does not fit 32 bits")
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        # np.round is round-half-to-even, as Brevitas/qonnx ROUND
+        q = np.clip(np.round(x / self.scale + self.zero_point), self.qmin, self.qmax)
+        return q.astype(self.dtype)
+
+    def dequantize(self, q: np.ndarray) -> np.ndarray:
+        return ((q.astype(np.float32) - np.float32(self.zero_point)) * np.float32(self.scale)).astype(np.float32)
+
+
+def input_name(model: ModelWrapper) -> str:
+    return model.graph.input[0].name
+
+
+def input_shape(model: ModelWrapper) -> tuple[int, ...]:
+    return tuple(model.get_tensor_shape(input_name(model)))
+
+
+def input_quant(model: ModelWrapper) -> InputQuant:
+    """Read the Quant node fed directly by the graph input."""
+    consumers = model.find_consumers(input_name(model)) or []
+    quants = [n for n in consumers if n.op_type == "Quant"]
+    if len(quants) != 1:
+        found = ", ".join(n.op_type for n in consumers) or "nothing"
+        raise KwsError(f"model input '{input_name(model)}' feeds {found}, not one Quant node")
+    node = quants[0]
+    values = []
+    for name in node.input[1:4]:  # scale, zero point, bit width
+        init = model.get_initializer(name)
+        if init is None:
+            raise KwsError(f"input Quant node '{node.name}': {name} is not a constant")
+        if init.size != 1:
+            raise KwsError(f"input Quant node '{node.name}': per-channel {name} is not supported")
+        values.append(float(init.reshape(-1)[0]))
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    scale, zero_point, bit_width = values
+    if not bit_width.is_integer() or not 1 < bit_width <= 32:
+        raise KwsError(f"input Quant node '{node.name}': bit width {bit_width} is not supported")
+    return InputQuant(
+        scale=scale,
+        zero_point=zero_point,
+        bit_width=int(bit_width),
+        signed=bool(attrs.get("signed", 1)),
+        narrow=bool(attrs.get("narrow", 0)),
+    )
+
+
+def with_batch_size(model: ModelWrapper, batch: int) -> ModelWrapper:
+    """A copy of the model whose input/output have batch size `batch`, shapes re-inferred."""
+    model = ModelWrapper(onnx.ModelProto.FromString(model.model.SerializeToString()))
+    name = input_name(model)
+    model.set_tensor_shape(name, [batch, *input_shape(model)[1:]])
+    out = model.graph.output[0].name
+    model.set_tensor_shape(out, [batch, *model.get_tensor_shape(out)[1:]])
+    for vi in list(model.graph.value_info):  # stale intermediate shapes would fight the new batch
+        model.graph.value_info.remove(vi)
+    return model.transform(InferShapes())
+
+
+def run_batch(model: ModelWrapper, x: np.ndarray) -> np.ndarray:
+    """Logits for all of `x` in one execute_onnx call (one call per sample is ~100x slower)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    expected = input_shape(model)[1:]
+    if tuple(x.shape[1:]) != tuple(expected):
+        raise KwsError(f"input of shape {x.shape[1:]} does not match the model's {tuple(expected)}")
+    batched = with_batch_size(model, len(x))
+    out = execute_onnx(batched, {input_name(batched): x})
+    return np.asarray(out[batched.graph.output[0].name]).reshape(len(x), -1)
