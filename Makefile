@@ -1,0 +1,52 @@
+# One command per job; every target builds the environment first.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+DVC := $(VENV)/bin/dvc
+DEBIAN_PACKAGES := espeak-ng ffmpeg
+# torch==2.13.0+cpu comes from PyTorch's CPU index, unless pip's configured wheel folder has it
+TORCH_INDEX ?= $(if $(wildcard /opt/wheels/torch-2.13.0+cpu*),,https://download.pytorch.org/whl/cpu)
+
+.PHONY: setup debian-packages repro bins sweep test bench hls4ml-check lock clean
+
+setup: debian-packages $(VENV)/.installed
+
+debian-packages:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:" $$missing; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else \
+	    echo "missing Debian packages; run: sudo apt-get install -y" $$missing; exit 1; \
+	  fi; \
+	fi
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -r requirements.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
+	touch $@
+
+# Re-resolve requirements.in into the lock file (maintainers only).
+lock: $(VENV)/.installed
+	$(PY) -m pip install -q $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -r requirements.in
+	$(PY) -m pip freeze --exclude-editable > requirements.lock
+
+repro: setup
+	$(DVC) repro
+
+bins: setup
+	$(DVC) repro bins
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache
