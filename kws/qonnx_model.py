@@ -56,8 +56,8 @@ class InputQuant:
 
     @property
     def dtype(self) -> np.dtype:
-        """Smallest integer type that holds [qmin, qmax]."""
-        for dt in (np.int8, np.uint8, np.int16, np.uint16, np.int32):
+        """Smallest integer type of the quantizer's signedness that holds [qmin, qmax]."""
+        for dt in (np.int8, np.int16, np.int32) if self.signed else (np.uint8, np.uint16, np.uint32):
             if np.iinfo(dt).min <= self.qmin and self.qmax <= np.iinfo(dt).max:
                 return np.dtype(dt)
         raise KwsError(f"input quantizer range [{self.qmin}, {self.qmax}] does not fit 32 bits")
