@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
+from qonnx.transformation.change_batchsize import ChangeBatchSize
 from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.util.cleanup import cleanup_model
 
@@ -109,15 +110,11 @@ def input_quant(model: ModelWrapper) -> InputQuant:
 
 
 def with_batch_size(model: ModelWrapper, batch: int) -> ModelWrapper:
-    """A copy of the model whose input/output have batch size `batch`, shapes re-inferred."""
+    """A copy of the model whose input/output have batch size `batch`, shapes re-inferred.
+    qonnx's ChangeBatchSize also patches constant Reshape shapes: new Brevitas (dynamo) exports
+    flatten with Reshape(x, [1, 490]), which a plain shape change leaves at batch 1."""
     model = ModelWrapper(onnx.ModelProto.FromString(model.model.SerializeToString()))
-    name = input_name(model)
-    model.set_tensor_shape(name, [batch, *input_shape(model)[1:]])
-    out = model.graph.output[0].name
-    model.set_tensor_shape(out, [batch, *model.get_tensor_shape(out)[1:]])
-    for vi in list(model.graph.value_info):  # stale intermediate shapes would fight the new batch
-        model.graph.value_info.remove(vi)
-    return model.transform(InferShapes())
+    return model.transform(ChangeBatchSize(batch)).transform(InferShapes())
 
 
 def run_batch(model: ModelWrapper, x: np.ndarray) -> np.ndarray:

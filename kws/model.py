@@ -1,0 +1,157 @@
+"""The quantized KWS MLP (Brevitas); defaults = FINN's MLPerf Tiny v0.7 KWS-W3A3.
+
+Input (N, 1, coeffs, frames) -> 8-bit input quantizer with a constant scale taken from the
+training features -> [Linear (no bias) -> BatchNorm -> quantized ReLU] x hidden -> Linear 12."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from brevitas.inject.enum import QuantType, ScalingImplType
+from brevitas.nn import QuantIdentity, QuantLinear, QuantReLU
+from brevitas.quant.scaled_int import Int8ActPerTensorFloat, Int8WeightPerTensorFloat, Uint8ActPerTensorFloat
+from torch import nn
+
+from kws.common import KwsError
+from kws.labels import NUM_CLASSES
+
+MAX_BIT_WIDTH = 8
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that defines the architecture; stored in checkpoints to refuse mismatches."""
+
+    input_shape: tuple[int, int, int]  # (1, coeffs, frames)
+    input_scale: float  # constant input quantizer scale (from the training features)
+    input_bit_width: int = 8
+    hidden_layers: tuple[int, ...] = (256, 256, 256)
+    weight_bit_width: int = 3
+    act_bit_width: int = 3
+    act_max: float = 1.0
+    output_bit_width: int = 3
+    weight_scale_init: float = 0.1
+    dropout: float = 0.1
+    num_classes: int = NUM_CLASSES
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        d["hidden_layers"] = list(self.hidden_layers)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        d["input_shape"] = tuple(d["input_shape"])
+        d["hidden_layers"] = tuple(d["hidden_layers"])
+        return cls(**d)
+
+
+def _check_bit_width(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BIT_WIDTH:
+        raise KwsError(f"params model.{name}: expected an integer bit width in 1..{MAX_BIT_WIDTH}, got {value!r}")
+    return value
+
+
+def _check_positive(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise KwsError(f"params model.{name}: expected a positive number, got {value!r}")
+    return float(value)
+
+
+def config_from_params(model_params: dict, input_shape: tuple[int, ...], input_scale: float) -> ModelConfig:
+    """Validate the `model:` section of params.yaml; every bad value names its key."""
+    p = dict(model_params or {})
+    hidden = p.get("hidden_layers", [256, 256, 256])
+    if not isinstance(hidden, (list, tuple)) or not hidden:
+        raise KwsError(f"params model.hidden_layers: expected a non-empty list of widths, got {hidden!r}")
+    for h in hidden:
+        if isinstance(h, bool) or not isinstance(h, int) or h < 1:
+            raise KwsError(f"params model.hidden_layers: widths must be positive integers, got {h!r}")
+    dropout = p.get("dropout", 0.1)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise KwsError(f"params model.dropout: expected a number in [0, 1), got {dropout!r}")
+    if not (isinstance(input_scale, float) and input_scale > 0 and input_scale < float("inf")):
+        raise KwsError(f"input quantizer scale must be positive and finite, got {input_scale!r}")
+    return ModelConfig(
+        input_shape=tuple(int(s) for s in input_shape),
+        input_scale=float(input_scale),
+        input_bit_width=_check_bit_width("input_bit_width", p.get("input_bit_width", 8)),
+        hidden_layers=tuple(hidden),
+        weight_bit_width=_check_bit_width("weight_bit_width", p.get("weight_bit_width", 3)),
+        act_bit_width=_check_bit_width("act_bit_width", p.get("act_bit_width", 3)),
+        act_max=_check_positive("act_max", p.get("act_max", 1.0)),
+        output_bit_width=_check_bit_width("output_bit_width", p.get("output_bit_width", 3)),
+        weight_scale_init=_check_positive("weight_scale_init", p.get("weight_scale_init", 0.1)),
+        dropout=float(dropout),
+    )
+
+
+class WeightQuant(Int8WeightPerTensorFloat):
+    """Signed narrow-range weights with a learned scale started at a constant (not from stats)."""
+
+    scaling_impl_type = ScalingImplType.PARAMETER
+    scaling_init = 0.1
+
+
+def _weight_kwargs(bit_width: int, scale_init: float, per_channel: bool) -> dict:
+    kw = dict(
+        weight_quant=WeightQuant,
+        weight_scaling_init=scale_init,
+        weight_scaling_per_output_channel=per_channel,
+        weight_bit_width=bit_width,
+    )
+    if bit_width == 1:  # a 1-bit narrow signed int has the single level 0: use +-scale instead
+        kw["weight_quant_type"] = QuantType.BINARY
+    return kw
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    # a 1-bit signed input is a binary (+-scale) quantizer, otherwise narrow range: [-qmax, qmax]
+    input_max = cfg.input_scale * (2 ** (cfg.input_bit_width - 1) - 1 if cfg.input_bit_width > 1 else 1)
+    input_kw = dict(
+        act_quant=Int8ActPerTensorFloat,
+        bit_width=cfg.input_bit_width,
+        narrow_range=True,
+        scaling_impl_type=ScalingImplType.CONST,
+        min_val=-input_max,
+        max_val=input_max,
+    )
+    if cfg.input_bit_width == 1:
+        input_kw["quant_type"] = QuantType.BINARY
+    layers: list[nn.Module] = [QuantIdentity(**input_kw), nn.Dropout(cfg.dropout), nn.Flatten()]
+    width = 1
+    for s in cfg.input_shape:
+        width *= s
+    for h in cfg.hidden_layers:
+        layers += [
+            QuantLinear(width, h, bias=False, **_weight_kwargs(cfg.weight_bit_width, cfg.weight_scale_init, True)),
+            nn.BatchNorm1d(h),
+            # constant max: scale = act_max / (2**bits - 1), as FINN's thresholds expect
+            QuantReLU(
+                act_quant=Uint8ActPerTensorFloat,
+                bit_width=cfg.act_bit_width,
+                scaling_impl_type=ScalingImplType.CONST,
+                max_val=cfg.act_max,
+            ),
+            nn.Dropout(cfg.dropout),
+        ]
+        width = h
+    layers.append(
+        QuantLinear(width, cfg.num_classes, bias=False, **_weight_kwargs(cfg.output_bit_width, cfg.weight_scale_init, False))
+    )
+    model = nn.Sequential()
+    model.features = nn.Sequential(*layers)
+    return model
+
+
+def num_weights(model: nn.Module) -> int:
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, QuantLinear))
+
+
+def to_model_input(x):
+    """Features (N, frames, coeffs) -> model layout (N, 1, coeffs, frames); numpy or torch."""
+    if isinstance(x, torch.Tensor):
+        return x.transpose(1, 2).unsqueeze(1).contiguous()
+    return x.transpose(0, 2, 1)[:, None].copy()

@@ -1,0 +1,339 @@
+"""Training, written once against Determined's Core API.
+
+Without a master, core.init() gives a local in-process context whose checkpoints go to our own
+folder; on a cluster the same `train()` runs as a trial. Checkpoints are made every epoch and hold
+everything needed to continue bit-exactly: weights, optimizer, scheduler, epoch, RNG states and the
+metric history. A checkpoint whose run fingerprint (params, architecture, features) differs is never
+resumed: training starts fresh and says so on stderr (DVC re-runs the stage after a params change,
+so refusing would force a manual `rm -r checkpoints`)."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from kws.common import KwsError, atomic_path
+from kws.labels import NUM_CLASSES, UNKNOWN
+from kws.model import ModelConfig, build_model, config_from_params, num_weights, to_model_input
+
+SPLITS = ("train", "validation", "test")
+STATE_FILE = "state.pt"
+HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_accuracy", "lr")
+# train: keys that only say where/how to run, not what is trained
+NON_RECIPE_KEYS = ("det_master", "searcher", "sweep")
+
+
+@dataclass
+class Splits:
+    x: dict[str, torch.Tensor]  # model layout (N, 1, coeffs, frames)
+    y: dict[str, torch.Tensor]
+    digest: str  # of the feature bytes: a checkpoint made on other features is not resumed
+
+
+def load_features(features_dir: str | os.PathLike) -> Splits:
+    features_dir = Path(features_dir)
+    xs, ys, h = {}, {}, hashlib.sha256()
+    for split in SPLITS:
+        path = features_dir / f"{split}.npz"
+        if not path.is_file():
+            raise KwsError(f"{path}: features file not found (run the features stage)")
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                x, y = f["x"], f["y"]
+        except KeyError as e:
+            raise KwsError(f"{path}: missing array {e}") from None
+        except Exception as e:  # zipfile/pickle errors for non-npz bytes
+            raise KwsError(f"{path}: not a features .npz ({type(e).__name__})") from None
+        if x.ndim != 3 or x.shape[0] == 0:
+            raise KwsError(f"{path}: x must be (N, frames, coeffs) with N > 0, got shape {x.shape}")
+        if y.shape != (x.shape[0],) or not np.issubdtype(y.dtype, np.integer):
+            raise KwsError(f"{path}: y must be {x.shape[0]} integer labels, got {y.dtype} {y.shape}")
+        if y.min() < 0 or y.max() >= NUM_CLASSES:
+            raise KwsError(f"{path}: labels must be in 0..{NUM_CLASSES - 1}, got {y.min()}..{y.max()}")
+        if not np.isfinite(x).all():
+            raise KwsError(f"{path}: x holds NaN or infinite values")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        y = y.astype(np.int64)
+        h.update(split.encode() + str(x.shape).encode() + x.tobytes() + y.tobytes())
+        xs[split], ys[split] = x, y
+    shapes = {s: xs[s].shape[1:] for s in SPLITS}
+    if len(set(shapes.values())) != 1:
+        raise KwsError(f"{features_dir}: splits have different feature shapes {shapes}")
+    return Splits(
+        x={s: torch.from_numpy(to_model_input(xs[s])) for s in SPLITS},
+        y={s: torch.from_numpy(ys[s]) for s in SPLITS},
+        digest=h.hexdigest(),
+    )
+
+
+def input_range(x_train: torch.Tensor, percentiles, bit_width: int) -> tuple[float, float, float]:
+    """(lo, hi, scale): lo/hi = the training features' percentiles, scale = max(|lo|, |hi|) / qmax."""
+    if not (isinstance(percentiles, (list, tuple)) and len(percentiles) == 2
+            and all(isinstance(p, (int, float)) for p in percentiles) and 0 <= percentiles[0] < percentiles[1] <= 100):
+        raise KwsError(f"params model.input_clip_percentiles: expected [low, high] with 0 <= low < high <= 100, got {percentiles!r}")
+    lo, hi = np.percentile(x_train.numpy().ravel(), percentiles).tolist()
+    qmax = 2 ** (bit_width - 1) - 1 if bit_width > 1 else 1
+    scale = max(abs(lo), abs(hi)) / qmax
+    if not scale > 0:
+        raise KwsError("training features are all zero between the clip percentiles: no input scale")
+    return float(lo), float(hi), float(scale)
+
+
+def class_weights(y: torch.Tensor, unknown_divisor: float) -> torch.Tensor:
+    """(1 - class frequency), Unknown further divided (it is the largest class), normalised to sum 1."""
+    freq = torch.bincount(y, minlength=NUM_CLASSES).double() / len(y)
+    w = 1.0 - freq
+    w[UNKNOWN] /= unknown_divisor
+    return (w / w.sum()).float()
+
+
+def check_train_params(train_params: dict) -> dict:
+    p = dict(train_params or {})
+    out = {}
+    for key, default, kind in (
+        ("epochs", 40, int), ("batch_size", 512, int), ("lr", 5e-4, float),
+        ("eta_min", 1e-8, float), ("unknown_weight_divisor", 3.6, float),
+    ):
+        v = p.get(key, default)
+        ok = not isinstance(v, bool) and isinstance(v, (int, float)) and (kind is float or float(v).is_integer())
+        if not ok or not (v >= 0 if key == "eta_min" else v > 0) or not math.isfinite(v):
+            what = "a non-negative number" if key == "eta_min" else f"a positive {'integer' if kind is int else 'number'}"
+            raise KwsError(f"params train.{key}: expected {what}, got {v!r}")
+        out[key] = kind(v)
+    return out
+
+
+def recipe(params: dict) -> dict:
+    """What defines a run (and its Determined hyperparameters): seed, model and train recipe."""
+    train = {k: v for k, v in (params.get("train") or {}).items() if k not in NON_RECIPE_KEYS}
+    return {"seed": int(params.get("seed", 0)), "model": dict(params.get("model") or {}), "train": train}
+
+
+def fingerprint(hp: dict, cfg: ModelConfig, digest: str) -> str:
+    blob = json.dumps({"hp": hp, "model": cfg.to_dict(), "features": digest}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# --- checkpoints: Determined's storage, one folder per checkpoint, metadata.json written last ---
+
+def list_local_checkpoints(ckpt_dir: str | os.PathLike) -> list[tuple[int, str, dict]]:
+    """(steps_completed, storage_id, metadata) of complete checkpoints, oldest first."""
+    found = []
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return found
+    for d in sorted(ckpt_dir.iterdir()):
+        meta = d / "metadata.json"
+        if not (d.is_dir() and meta.is_file() and (d / STATE_FILE).is_file()):
+            continue  # interrupted while saving: metadata.json is written after the state
+        try:
+            m = json.loads(meta.read_text())
+            found.append((int(m["steps_completed"]), d.name, m))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return sorted(found, key=lambda t: t[0])
+
+
+def _save(core_context, state: dict, metadata: dict) -> str:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    with core_context.checkpoint.store_path(metadata) as (path, storage_id):
+        (Path(path) / STATE_FILE).write_bytes(buf.getvalue())
+    return storage_id
+
+
+def _load(core_context, storage_id: str) -> dict:
+    with core_context.checkpoint.restore_path(storage_id) as path:
+        return torch.load(Path(path) / STATE_FILE, map_location="cpu", weights_only=False)
+
+
+# --- the loop ---
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion, batch: int = 8192) -> tuple[float, float]:
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)])
+    return float(criterion(logits, y)), float((logits.argmax(1) == y).double().mean())
+
+
+def train_epoch(model, optimizer, criterion, x, y, batch_size: int, gen: torch.Generator) -> float:
+    model.train()
+    n = len(x)
+    perm = torch.randperm(n, generator=gen)
+    if n % batch_size == 1:  # BatchNorm cannot train on a batch of one sample: drop it this epoch
+        perm = perm[:-1]
+    total = 0.0
+    for i in range(0, len(perm), batch_size):
+        idx = perm[i:i + batch_size]
+        optimizer.zero_grad(set_to_none=True)
+        loss = criterion(model(x[idx]), y[idx])
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(idx)
+    return total / len(perm)
+
+
+def train(
+    core_context,
+    hp: dict,
+    data: Splits,
+    *,
+    epoch_end: Callable[[int], None] | None = None,
+    keep_last_only: bool = True,
+    progress: bool = True,
+) -> tuple[nn.Module, dict, list[dict]]:
+    """Train (or resume) to hp['train']['epochs']; returns (model in eval mode, final metrics, history).
+
+    `epoch_end(epoch)` runs after each epoch's checkpoint (tests use it to interrupt)."""
+    tp = check_train_params(hp.get("train"))
+    mp = hp.get("model") or {}
+    seed = hp.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise KwsError(f"params seed: expected an integer, got {seed!r}")
+    in_bits = mp.get("input_bit_width", 8)
+    config_from_params(mp, tuple(data.x["train"].shape[1:]), 1.0)  # validate before the slow percentile
+    lo, hi, scale = input_range(data.x["train"], mp.get("input_clip_percentiles", [1.0, 99.0]), in_bits)
+    cfg = config_from_params(mp, tuple(data.x["train"].shape[1:]), scale)
+    fp = fingerprint(hp, cfg, data.digest)
+
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = build_model(cfg)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tp["lr"])
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=tp["epochs"], eta_min=tp["eta_min"])
+    criterion = nn.CrossEntropyLoss(weight=class_weights(data.y["train"], tp["unknown_weight_divisor"]))
+    history: list[dict] = []
+    start = 0
+
+    info = getattr(core_context, "info", None)
+    local_dir = None if info is not None else getattr(core_context.checkpoint._storage_manager, "_base_path", None)
+    if info is not None:
+        latest = info.latest_checkpoint
+        stale = []
+    else:
+        found = list_local_checkpoints(local_dir) if local_dir else []
+        good = [c for c in found if c[2].get("fingerprint") == fp]
+        stale = [c for c in found if c[2].get("fingerprint") != fp]
+        latest = good[-1][1] if good else None
+        if stale:
+            print(f"note: {local_dir}: {len(stale)} checkpoint(s) from different params, architecture or "
+                  "features are not resumed; starting fresh", file=sys.stderr)
+    if latest is not None:
+        state = _load(core_context, latest)
+        if state.get("fingerprint") != fp:
+            raise KwsError(f"checkpoint {latest} was made with different params or features; not resuming it")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        gen.set_state(state["gen_rng"])
+        history = state["history"]
+        start = state["epoch"]
+    for _, sid, _ in stale:
+        core_context.checkpoint.delete(sid)
+
+    x, y = data.x, data.y
+    bar = tqdm(range(start, tp["epochs"]), initial=start, total=tp["epochs"], desc="train", unit="epoch",
+               disable=not progress, file=sys.stderr)
+    for epoch in bar:
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss = train_epoch(model, optimizer, criterion, x["train"], y["train"], tp["batch_size"], gen)
+        scheduler.step()
+        val_loss, val_acc = evaluate(model, x["validation"], y["validation"], criterion)
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr}
+        history.append(row)
+        bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{val_acc:.3f}")
+        core_context.train.report_training_metrics(steps_completed=epoch + 1, metrics={"train_loss": train_loss})
+        core_context.train.report_validation_metrics(
+            steps_completed=epoch + 1, metrics={"val_loss": val_loss, "val_accuracy": val_acc})
+        if core_context.distributed.rank == 0:
+            state = {
+                "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+                "gen_rng": gen.get_state(), "history": history, "fingerprint": fp,
+                "model_config": cfg.to_dict(), "input_clip": [lo, hi], "hp": hp,
+            }
+            meta = {"steps_completed": epoch + 1, "fingerprint": fp, "model_config": cfg.to_dict()}
+            new_id = _save(core_context, state, meta)
+            if keep_last_only and local_dir:  # on a cluster, the experiment's GC policy decides
+                for _, sid, _ in list_local_checkpoints(local_dir):
+                    if sid != new_id:
+                        core_context.checkpoint.delete(sid)
+        core_context.train.report_progress((epoch + 1) / tp["epochs"])
+        if epoch_end is not None:
+            epoch_end(epoch + 1)
+        if core_context.preempt.should_preempt():
+            return model, {}, history  # the cluster resumes us from the checkpoint just made
+    bar.close()
+
+    val_loss, val_acc = evaluate(model, x["validation"], y["validation"], criterion)
+    test_loss, test_acc = evaluate(model, x["test"], y["test"], criterion)
+    metrics = {
+        "epochs": tp["epochs"],
+        "val_accuracy": val_acc,
+        "val_loss": val_loss,
+        "test_accuracy": test_acc,
+        "test_loss": test_loss,
+        "input_scale": scale,
+        "input_clip_min": lo,
+        "input_clip_max": hi,
+        "num_weights": num_weights(model),
+        "num_train": len(x["train"]),
+        "fingerprint": fp,
+    }
+    return model, metrics, history
+
+
+# --- running it: local (in process) or as a trial on a cluster ---
+
+def local_context(ckpt_dir: str | os.PathLike):
+    """Determined's off-cluster Core API context storing checkpoints in `ckpt_dir` (nothing goes
+    to the user's data dir: appdirs is only used when no storage is given)."""
+    from determined import core
+
+    ckpt_dir = Path(ckpt_dir).resolve()
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    return core.init(checkpoint_storage=str(ckpt_dir))
+
+
+def write_outputs(metrics: dict, history: list[dict], metrics_path, plots_path) -> None:
+    with atomic_path(metrics_path) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    with atomic_path(plots_path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+            w.writeheader()
+            for row in history:
+                w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def run_local(params: dict, features_dir, ckpt_dir, metrics_path, plots_path, progress: bool = True) -> dict:
+    data = load_features(features_dir)
+    with local_context(ckpt_dir) as ctx:
+        _, metrics, history = train(ctx, recipe(params), data, progress=progress)
+    write_outputs(metrics, history, metrics_path, plots_path)
+    return metrics
+
+
+def run_trial(features_dir) -> None:
+    """Entry point inside a Determined trial container: hyperparameters come from the master."""
+    import determined as det
+    from determined import core
+
+    info = det.get_cluster_info()
+    data = load_features(features_dir)
+    with core.init() as ctx:
+        train(ctx, dict(info.trial.hparams), data, keep_last_only=False)

@@ -1,0 +1,89 @@
+"""Stage bins: MLPerf Tiny BIN files from a QONNX model and a features split, validated.
+
+  python scripts/make_bin_files.py --bin_file_path=kws_bin_files --feature_type=mfcc
+  python scripts/make_bin_files.py validate --bin_file_path DIR --model M [--onnxruntime]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+from pathlib import Path
+
+from kws import bins
+from kws.common import KwsError, atomic_path, load_params, run_cli
+from kws.labels import NUM_CLASSES
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", nargs="?", choices=["make", "validate"], default="make",
+                   help="make (default): write and validate BIN files; validate: check an existing folder")
+    p.add_argument("--model", default="training_checkpoint/QONNX_model.onnx", help="QONNX model")
+    p.add_argument("--features", default="data/features", help="folder with {split}.npz")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--split", help="features split (default: params bins.split)")
+    p.add_argument("--bin_file_path", default="kws_bin_files", help="BIN folder (replaced as a whole)")
+    p.add_argument("--num_bin_files", type=int, help="default: params bins.num_bin_files")
+    p.add_argument("--feature_type", help="mfcc | lfbe | td_samples (default: params features.feature_type)")
+    p.add_argument("--metrics", help="metrics JSON (make default: metrics/bins.json)")
+    p.add_argument("--plot", help="confusion matrix PNG (make default: plots/confusion.png)")
+    p.add_argument("--predictions", help="validate: also write the predictions CSV here")
+    p.add_argument("--onnxruntime", action="store_true",
+                   help="also run onnxruntime on the QCDQ form and require the same predictions")
+    return p.parse_args()
+
+
+def write_outputs(v: bins.Validation, metrics_path, plot_path, float_accuracy=None) -> None:
+    m = bins.metrics(v, float_accuracy)
+    if metrics_path:
+        with open(metrics_path, "w") as f:
+            json.dump(m, f, indent=2)
+            f.write("\n")
+    if plot_path:
+        cm = bins.confusion_matrix(v.labels, v.predictions, NUM_CLASSES)
+        bins.plot_confusion(cm, plot_path, f"{len(v.names)} BIN files, accuracy {v.accuracy:.2%}")
+
+
+def report(v: bins.Validation, float_accuracy=None) -> None:
+    line = f"{len(v.names)} BIN files: accuracy {v.accuracy:.4f}, ties {v.ties} (last maximum wins)"
+    if float_accuracy is not None:
+        line += f", float-feature accuracy {float_accuracy:.4f}"
+    if v.onnxruntime_max_abs_diff is not None:
+        line += f", onnxruntime agrees (max logit diff {v.onnxruntime_max_abs_diff:g})"
+    print(line)
+
+
+def main() -> None:
+    args = parse_args()
+    params = load_params(args.params)
+    feature_type = args.feature_type or params.get("features", {}).get("feature_type", "mfcc")
+    model = bins.load_model(args.model)
+
+    if args.command == "validate":
+        v = bins.validate_bins(args.bin_file_path, model, feature_type, args.onnxruntime)
+        report(v)
+        # each given output is renamed into place only after all of them were written
+        with contextlib.ExitStack() as stack:
+            tmp = {k: stack.enter_context(atomic_path(getattr(args, k)))
+                   for k in ("metrics", "plot", "predictions") if getattr(args, k)}
+            write_outputs(v, tmp.get("metrics"), tmp.get("plot"))
+            if "predictions" in tmp:
+                bins.write_labels_csv(tmp["predictions"], v.names, v.predictions, NUM_CLASSES)
+        return
+
+    cfg = params.get("bins", {})
+    split = args.split or cfg.get("split", "test")
+    num = args.num_bin_files if args.num_bin_files is not None else cfg.get("num_bin_files", 1000)
+    gap = float(cfg.get("max_accuracy_gap", 0.02))
+    x, y = bins.load_features(Path(args.features) / f"{split}.npz", feature_type)
+    metrics_path = args.metrics or "metrics/bins.json"
+    plot_path = args.plot or "plots/confusion.png"
+    with atomic_path(args.bin_file_path) as folder, atomic_path(metrics_path) as m, atomic_path(plot_path) as p:
+        v, float_accuracy = bins.make_bins(folder, model, x, y, feature_type, num, gap, args.onnxruntime)
+        write_outputs(v, m, p, float_accuracy)
+    report(v, float_accuracy)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,23 @@
+"""Stage features: data/dataset/{split}.npz -> data/features/{split}.npz (MLPerf Tiny KWS preprocessing)."""
+import argparse
+import json
+
+from kws.common import load_params, run_cli
+from kws.features import FeatureConfig, make_features
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--dataset", default="data/dataset", help="folder with {train,validation,test}.npz and background_noise.npz")
+    ap.add_argument("--out", default="data/features")
+    ap.add_argument("--feature_type", default=None, help="override features.feature_type: mfcc | lfbe | td_samples")
+    args = ap.parse_args(argv)
+    params = load_params(args.params)
+    cfg = FeatureConfig.from_params(params, args.feature_type)
+    summary = make_features(args.dataset, args.out, cfg, seed=int(params.get("seed", 0)))
+    print(json.dumps({"feature_type": cfg.feature_type, **summary}))
+
+
+if __name__ == "__main__":
+    run_cli(main)

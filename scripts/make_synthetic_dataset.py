@@ -1,0 +1,28 @@
+"""Stage synthetic_corpus: an offline Speech Commands v2 look-alike spoken by espeak-ng."""
+import argparse
+import json
+import time
+
+from kws.common import load_params, run_cli
+from kws.synthetic import build_corpus, write_unused
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--out", default="data/synthetic_corpus")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    params = load_params(args.params)
+    source = params.get("dataset", {}).get("source")
+    if source != "synthetic":  # keep the DVC out, spend no minutes
+        write_unused(args.out, source)
+        print(f"dataset.source is {source!r}: wrote {args.out}/README.txt only")
+        return
+    t0 = time.time()
+    summary = build_corpus(args.out, params.get("synthetic") or {}, int(params.get("seed", 0)), args.workers)
+    print(json.dumps({**summary, "seconds": round(time.time() - t0, 1)}))
+
+
+if __name__ == "__main__":
+    run_cli(main)

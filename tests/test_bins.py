@@ -1,0 +1,184 @@
+"""Stage bins on the FINN submission's real model and BIN files (tests/conftest.py finn_fixture)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from kws import bins
+from kws.common import KwsError, atomic_path
+from kws.qonnx_model import InputQuant, input_quant, load_qonnx
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "make_bin_files.py"
+
+
+@pytest.fixture(scope="module")
+def model(finn_fixture):
+    return load_qonnx(finn_fixture / "QONNX_model.onnx")
+
+
+@pytest.fixture(scope="module")
+def fixture_bins(finn_fixture, model):
+    """The fixture's BIN files as int8 (N,1,10,49) plus names and labels from y_labels.csv."""
+    folder = finn_fixture / "kws_bin_files"
+    names, labels, _ = bins.read_labels_csv(folder / bins.LABELS_CSV)
+    q = np.stack([np.fromfile(folder / n, dtype=np.int8) for n in names]).reshape(-1, 1, 10, 49)
+    return names, labels, q
+
+
+@pytest.fixture()
+def features_dir(tmp_path, model, fixture_bins):
+    """The fixture's samples as float features in the MLPerf layout (N, 49 frames, 10 coeffs)."""
+    _, labels, q = fixture_bins
+    x = input_quant(model).dequantize(q)[:, 0].transpose(0, 2, 1)
+    out = tmp_path / "features"
+    out.mkdir()
+    np.savez(out / "test.npz", x=x, y=labels, feature_type="mfcc")
+    return out
+
+
+def run(*args, cwd):
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def make_args(tmp_path, finn_fixture, features_dir, *extra):
+    return ["--model", finn_fixture / "QONNX_model.onnx", "--features", features_dir,
+            "--params", REPO / "params.yaml", "--bin_file_path", tmp_path / "bins",
+            "--metrics", tmp_path / "bins.json", "--plot", tmp_path / "confusion.png", *extra]
+
+
+def test_validator_reproduces_fixture_predictions(finn_fixture, model, tmp_path):
+    v = bins.validate_bins(finn_fixture / "kws_bin_files", model)
+    ref_names, ref_pred, _ = bins.read_labels_csv(finn_fixture / "kws_bin_files" / "tflm_labels.csv")
+    assert v.names == ref_names and len(v.names) == 200
+    assert (v.predictions == ref_pred).all()
+    assert int((v.predictions == v.labels).sum()) == 162
+    # our predictions file is byte for byte the submission's
+    bins.write_labels_csv(tmp_path / "p.csv", v.names, v.predictions, 12)
+    assert (tmp_path / "p.csv").read_bytes() == (finn_fixture / "kws_bin_files" / "tflm_labels.csv").read_bytes()
+
+
+def test_onnxruntime_qcdq_agrees_with_qonnx(finn_fixture, model):
+    v = bins.validate_bins(finn_fixture / "kws_bin_files", model, onnxruntime=True)
+    assert v.onnxruntime_max_abs_diff is not None and v.onnxruntime_max_abs_diff < 1e-4
+    assert int((v.predictions == v.labels).sum()) == 162
+
+
+def test_round_trip_is_byte_identical(finn_fixture, features_dir, tmp_path):
+    r = run(*make_args(tmp_path, finn_fixture, features_dir, "--num_bin_files", 200), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    ours, theirs = tmp_path / "bins", finn_fixture / "kws_bin_files"
+    ref = sorted(p.name for p in theirs.glob("*.bin"))
+    assert sorted(p.name for p in ours.glob("*.bin")) == ref
+    for name in ref:
+        assert (ours / name).read_bytes() == (theirs / name).read_bytes(), name
+    assert (ours / "y_labels.csv").read_bytes() == (theirs / "y_labels.csv").read_bytes()
+    assert (ours / bins.PREDICTIONS_CSV).read_bytes() == (theirs / "tflm_labels.csv").read_bytes()
+    m = json.loads((tmp_path / "bins.json").read_text())
+    assert m["num_files"] == 200 and m["accuracy"] == pytest.approx(0.81) and m["accuracy_gap"] == 0
+    assert sum(map(sum, m["confusion_matrix"]["rows_true_cols_predicted"])) == 200
+    assert (tmp_path / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+
+    # again over the existing folder, with a stale file: replaced as a whole, same bytes
+    (ours / "stale.bin").write_bytes(b"x")
+    before = (tmp_path / "bins.json").read_bytes()
+    r = run(*make_args(tmp_path, finn_fixture, features_dir, "--num_bin_files", 200), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert not (ours / "stale.bin").exists()
+    assert (tmp_path / "bins.json").read_bytes() == before
+
+
+def test_more_files_than_samples_writes_all_with_warning(finn_fixture, features_dir, tmp_path):
+    r = run(*make_args(tmp_path, finn_fixture, features_dir, "--num_bin_files", 5000), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "warning: 5000 BIN files asked, the split has 200" in r.stdout
+    assert len(list((tmp_path / "bins").glob("*.bin"))) == 200
+
+
+def test_validate_command_and_wrong_size(finn_fixture, tmp_path):
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    for p in (finn_fixture / "kws_bin_files").iterdir():
+        (folder / p.name).write_bytes(p.read_bytes())
+    args = ["validate", "--bin_file_path", folder, "--model", finn_fixture / "QONNX_model.onnx",
+            "--params", REPO / "params.yaml"]
+    r = run(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "200 BIN files: accuracy 0.8100" in r.stdout
+    victim = folder / "tst_000007_Yes_9.bin"
+    victim.write_bytes(victim.read_bytes()[:-1])
+    r = run(*args, cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        f"error: {victim}: 489 bytes, the model input (1, 10, 49) of int8 needs 490"]
+
+
+def test_not_onnx(finn_fixture, features_dir, tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_text("this is not a protobuf\n" * 10)
+    args = make_args(tmp_path, finn_fixture, features_dir)
+    args[1] = bad
+    r = run(*args, cwd=tmp_path)
+    assert r.returncode == 1
+    assert len(r.stderr.strip().splitlines()) == 1 and f"error: {bad}: not an ONNX model" in r.stderr
+    assert not (tmp_path / "bins").exists() and not (tmp_path / "bins.json").exists()
+
+
+def test_model_without_input_quant(tmp_path):
+    w = helper.make_tensor("w", TensorProto.FLOAT, [490, 12], np.zeros(490 * 12, np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("MatMul", ["f", "w"], ["y"])],
+        "no_quant",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 10, 49])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 12])],
+        [w],
+    )
+    path = tmp_path / "plain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    r = run("validate", "--bin_file_path", tmp_path, "--model", path, "--params", REPO / "params.yaml", cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [f"error: {path}: model input 'global_in' feeds Flatten, not one Quant node"]
+
+
+def test_features_of_wrong_shape(finn_fixture, tmp_path):
+    feats = tmp_path / "features"
+    feats.mkdir()
+    np.savez(feats / "test.npz", x=np.zeros((4, 49, 40), np.float32), y=np.zeros(4, np.int64), feature_type="mfcc")
+    r = run(*make_args(tmp_path, finn_fixture, feats), cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == ["error: features: samples of shape (49, 40) do not fit the model input (1, 10, 49)"]
+    assert not (tmp_path / "bins").exists()
+
+
+def test_accuracy_gap_fails_and_writes_nothing(model, fixture_bins, tmp_path, monkeypatch):
+    """A quantization bug (here: every sample written as zeros) must not reach the outputs."""
+    _, labels, q = fixture_bins
+    x = input_quant(model).dequantize(q)[:, 0].transpose(0, 2, 1)
+    target = tmp_path / "bins"
+    target.mkdir()
+    (target / "keep.bin").write_bytes(b"old")
+    monkeypatch.setattr(InputQuant, "quantize", lambda self, x: np.zeros(x.shape, self.dtype))
+    with pytest.raises(KwsError, match="exceeds bins.max_accuracy_gap 0.02"):
+        with atomic_path(target) as tmp:
+            bins.make_bins(tmp, model, x, labels, "mfcc", 200, 0.02)
+    assert [p.name for p in target.iterdir()] == ["keep.bin"]
+
+
+def test_layout_and_ties():
+    x = np.arange(2 * 49 * 10, dtype=np.float32).reshape(2, 49, 10)
+    assert np.array_equal(bins.to_model_layout(x, (1, 1, 10, 49))[:, 0], x.transpose(0, 2, 1))
+    assert bins.to_model_layout(x, (1, 49, 10)) is x
+    td = np.zeros((2, 16000, 1), np.float32)
+    assert bins.to_model_layout(td, (1, 1, 16000)).shape == (2, 1, 16000)
+    pred, ties = bins.predict(np.array([[0.0, 0.5, 0.5], [1.0, 0.0, 1.0], [2.0, 1.0, 0.0]]))
+    assert pred.tolist() == [2, 2, 0] and ties == 2  # the LAST maximum wins
+    quant = InputQuant(scale=0.5, zero_point=0.0, bit_width=8, signed=True, narrow=True)
+    assert bins.bin_dtype(quant, "td_samples") == np.int16 and bins.bin_dtype(quant, "mfcc") == np.int8
+    assert quant.quantize(np.array([-1000.0, 0.25, 0.75, 1000.0])).tolist() == [-127, 0, 2, 127]
