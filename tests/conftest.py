@@ -1,10 +1,12 @@
 import os
+import sys
 import subprocess
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))  # tests/pipeline_repo.py
 FIXTURE_SUBDIR = Path("shared") / "fixtures" / "finn_kws_w3a3"
 
 
@@ -32,3 +34,16 @@ def finn_fixture() -> Path:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(msg + " (required under CI)")
     pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory):
+    """One full `dvc repro` of the tiny profile in a temporary git repo, shared by the DVC tests
+    (tests that change params re-reproduce before they return)."""
+    from pipeline_repo import ALL_STAGES, FIRST_RUN, dvc, make_tiny_repo, out_hashes, stages_run
+
+    repo = make_tiny_repo(tmp_path_factory.mktemp("tiny_repo"))
+    result = dvc(repo, "repro")
+    assert stages_run(result.stdout) == ALL_STAGES, result.stdout
+    FIRST_RUN.update(out_hashes(repo))
+    return repo

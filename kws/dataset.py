@@ -1,0 +1,302 @@
+"""Stage dataset: one source (synthetic | local | speech_commands) -> the contract's npz files.
+
+All sources share the tfds speech_commands split and label logic:
+  train      = every word clip not in validation_list.txt / testing_list.txt
+               + Silence cut from every _background_noise_ recording except running_tap.wav
+  validation = validation_list.txt + Silence cut from running_tap.wav
+  test       = the test-set archive (keywords, _silence_, _unknown_), or, for `local` without
+               one, testing_list.txt
+Silence cuts: 1 s windows every 0.5 s, starts range(0, len - 16000, 8000), as tfds does.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import tarfile
+import time
+import wave
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from kws.common import KwsError, atomic_path
+from kws.labels import BACKGROUND_NOISE_DIR, KEYWORDS, LABELS, SILENCE, word_to_label
+
+SAMPLE_RATE = 16000
+SOURCES = ("synthetic", "local", "speech_commands")
+SPLITS = ("train", "validation", "test")
+VALIDATION_NOISE = "running_tap.wav"  # tfds appends it to validation_list.txt
+# The archives tfds downloads (facts from tensorflow_datasets' speech_commands checksums.tsv).
+TFDS_HOST = "download.tensorflow.org"
+TFDS_ARCHIVES = {
+    "speech_commands_v0.02.tar.gz":
+        ("http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz",
+         "af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58"),
+    "speech_commands_test_set_v0.02.tar.gz":
+        ("http://download.tensorflow.org/data/speech_commands_test_set_v0.02.tar.gz",
+         "cc2a00c1147c2254e9be3fa0f779d8c17421dc349b86366567a8edfa9acd51df"),
+}
+
+
+# ---------------------------------------------------------------- WAV files
+
+def read_wav(path: str | os.PathLike, data: bytes | None = None, max_seconds: float | None = 1.0,
+             name: str | None = None) -> np.ndarray:
+    """A 16 kHz mono 16-bit PCM clip as int16; anything else is a one-line KwsError."""
+    name = name or str(path)
+    try:
+        with wave.open(io.BytesIO(data) if data is not None else str(path)) as w:
+            channels, width, rate, frames = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
+            raw = w.readframes(frames)
+    except (wave.Error, EOFError, ValueError) as e:
+        raise KwsError(f"{name}: not a readable PCM WAV file ({e})") from None
+    if channels != 1:
+        raise KwsError(f"{name}: {channels} channels, expected mono")
+    if width != 2:
+        raise KwsError(f"{name}: {8 * width}-bit samples, expected 16-bit PCM")
+    if rate != SAMPLE_RATE:
+        raise KwsError(f"{name}: sample rate {rate} Hz, expected {SAMPLE_RATE} Hz")
+    if frames == 0:
+        raise KwsError(f"{name}: empty WAV (no samples)")
+    if len(raw) != frames * 2:
+        raise KwsError(f"{name}: corrupt WAV, header says {frames} samples but the file holds {len(raw) // 2}")
+    if max_seconds is not None and frames > max_seconds * SAMPLE_RATE:
+        raise KwsError(f"{name}: {frames / SAMPLE_RATE:.3f} s long, expected at most {max_seconds:g} s")
+    audio = np.frombuffer(raw, "<i2").astype(np.int16)
+    if not audio.any():
+        raise KwsError(f"{name}: all samples are zero (the reference divides by the clip's max: NaN)")
+    return audio
+
+
+def cut_silence(noise: np.ndarray, name: str) -> list[tuple[np.ndarray, str]]:
+    """tfds' Silence clips: 1 s windows every 0.5 s over a background recording."""
+    if len(noise) <= SAMPLE_RATE:
+        raise KwsError(f"{name}: {len(noise) / SAMPLE_RATE:.2f} s long, a background recording must exceed 1 s")
+    clips = []
+    for start in range(0, len(noise) - SAMPLE_RATE, SAMPLE_RATE // 2):
+        clip = noise[start:start + SAMPLE_RATE]
+        if not clip.any():
+            raise KwsError(f"{name}: the 1 s at sample {start} is all zeros (NaN after normalisation)")
+        clips.append((clip, f"{name}#{start}"))
+    return clips
+
+
+# ---------------------------------------------------------------- examples
+
+class Examples:
+    """Clips of one split: audio (int16, <= 1 s), label, file."""
+
+    def __init__(self):
+        self.audio, self.label, self.file = [], [], []
+
+    def add(self, audio: np.ndarray, label: int, file: str) -> None:
+        self.audio.append(audio)
+        self.label.append(label)
+        self.file.append(file)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        n = len(self.audio)
+        audio = np.zeros((n, SAMPLE_RATE), np.int16)
+        for i, a in enumerate(self.audio):
+            audio[i, :len(a)] = a
+        return {"audio": audio, "length": np.array([len(a) for a in self.audio], np.int32).reshape(n),
+                "label": np.array(self.label, np.int64).reshape(n),
+                "file": np.array(self.file, dtype=str).reshape(n)}
+
+
+def _wavs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".wav" and p.is_file())
+
+
+def _read_list(path: Path, words: set[str]) -> list[str]:
+    if not path.is_file():
+        raise KwsError(f"{path}: missing (the split list of a speech_commands_v0.02 folder)")
+    entries = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    for e in entries:
+        if e.split("/")[0] not in words:
+            raise KwsError(f"{path}: entry {e!r} is not in a word folder of the corpus")
+    return entries
+
+
+def read_local(train_dir: str | os.PathLike, test_dir: str | os.PathLike | None = None
+               ) -> tuple[dict[str, Examples], dict[str, np.ndarray]]:
+    """An extracted speech_commands_v0.02 folder (+ optional test-set archive folder)."""
+    root = Path(train_dir)
+    if not root.is_dir():
+        raise KwsError(f"{root}: corpus folder not found")
+    words = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != BACKGROUND_NOISE_DIR
+                   and not p.name.startswith("."))
+    missing = [k for k in KEYWORDS if k not in words]
+    if missing:
+        raise KwsError(f"{root}: keyword folder(s) missing: {', '.join(missing)} (not a speech_commands layout)")
+    noise_dir = root / BACKGROUND_NOISE_DIR
+    if not noise_dir.is_dir() or not _wavs(noise_dir):
+        raise KwsError(f"{noise_dir}: missing or without .wav recordings (Silence is cut from them)")
+    validation = set(_read_list(root / "validation_list.txt", set(words)))
+    testing = set(_read_list(root / "testing_list.txt", set(words)))
+    files = [f"{w}/{p.name}" for w in words for p in _wavs(root / w)]
+    for w in words:
+        if not _wavs(root / w):
+            raise KwsError(f"{root / w}: word folder without .wav files")
+    known = set(files)
+    for name, lst in (("validation_list.txt", validation), ("testing_list.txt", testing)):
+        if lst - known:
+            raise KwsError(f"{root / name}: lists {sorted(lst - known)[0]} which does not exist")
+
+    splits = {s: Examples() for s in SPLITS}
+    for f in tqdm(files, desc=f"reading {root}", unit="wav"):
+        split = "validation" if f in validation else "test" if f in testing else "train"
+        if split == "test" and test_dir is not None:
+            continue  # the test-set archive replaces testing_list.txt
+        splits[split].add(read_wav(root / f), word_to_label(f.split("/")[0]), f)
+
+    background = {}
+    for p in _wavs(noise_dir):
+        background[p.name] = read_wav(p, max_seconds=None)
+        split = "validation" if p.name == VALIDATION_NOISE else "train"
+        for clip, name in cut_silence(background[p.name], f"{BACKGROUND_NOISE_DIR}/{p.name}"):
+            splits[split].add(clip, SILENCE, name)
+
+    if test_dir is not None:
+        read_test_folder(test_dir, splits["test"])
+    return splits, background
+
+
+def read_test_folder(test_dir: str | os.PathLike, examples: Examples) -> None:
+    """The speech_commands_test_set_v0.02 layout: keyword folders, _silence_, _unknown_."""
+    root = Path(test_dir)
+    if not root.is_dir():
+        raise KwsError(f"{root}: test folder not found")
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    missing = [k for k in (*KEYWORDS, "_silence_", "_unknown_") if k not in folders]
+    if missing:
+        raise KwsError(f"{root}: test folder(s) missing: {', '.join(missing)} (not a test-set archive layout)")
+    files = [f"{w}/{p.name}" for w in folders for p in _wavs(root / w)]
+    for f in tqdm(files, desc=f"reading {root}", unit="wav"):
+        examples.add(read_wav(root / f), word_to_label(f.split("/")[0]), f)
+
+
+# ---------------------------------------------------------------- tensorflow-datasets
+
+def probe(host: str = TFDS_HOST, port: int = 80, timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def read_speech_commands(cfg: dict) -> tuple[dict[str, Examples], dict[str, np.ndarray]]:
+    """tensorflow-datasets' speech_commands: prepared in tfds_data_dir, downloaded, or built from
+    the two official archives in tfds_manual_dir (tfds picks them up by file name)."""
+    data_dir = Path(cfg.get("tfds_data_dir") or "data/tfds")
+    manual = cfg.get("tfds_manual_dir")
+    prepared = any((data_dir / "speech_commands").glob("*/dataset_info.json"))
+    if not prepared:
+        if manual:
+            for name in TFDS_ARCHIVES:
+                if not (Path(manual) / name).is_file():
+                    raise KwsError(f"dataset.tfds_manual_dir: {Path(manual) / name} not found "
+                                   f"(put both official archives there: {', '.join(TFDS_ARCHIVES)})")
+        elif not probe():  # before tfds' retry loop, which takes minutes to give up
+            raise KwsError(f"dataset.source speech_commands: cannot reach {TFDS_HOST} to download "
+                           "(offline?); set dataset.tfds_manual_dir to a folder with the two official "
+                           "archives, or use dataset.source local with dataset.local_dir")
+    import tensorflow_datasets as tfds  # slow import: only on this path
+
+    builder = tfds.builder("speech_commands", data_dir=str(data_dir))
+    if not prepared:
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=manual) if manual else None)
+    names = builder.info.features["label"].names
+    splits = {s: Examples() for s in SPLITS}
+    for split, tfds_split in (("train", "train"), ("validation", "validation"), ("test", "test")):
+        ds = builder.as_dataset(split=tfds_split, read_config=tfds.ReadConfig(add_tfds_id=True))
+        for ex in tqdm(tfds.as_numpy(ds), total=builder.info.splits[tfds_split].num_examples,
+                       desc=f"reading tfds {split}", unit="clip"):
+            file = ex["tfds_id"].decode()
+            audio = ex["audio"].astype(np.int16)
+            if len(audio) > SAMPLE_RATE or not audio.any():
+                raise KwsError(f"tfds speech_commands {file}: {len(audio)} samples"
+                               f"{' all zero' if not audio.any() else ''}, expected a non-silent clip <= 1 s")
+            splits[split].add(audio, word_to_label(names[ex["label"]]), file)
+    return splits, _tfds_background(data_dir, manual)
+
+
+def _tfds_background(data_dir: Path, manual: str | None) -> dict[str, np.ndarray]:
+    """The _background_noise_ recordings, read from the train archive tfds used."""
+    name = "speech_commands_v0.02.tar.gz"
+    archive = Path(manual) / name if manual else None
+    if archive is None or not archive.is_file():
+        from tensorflow_datasets.core.download import resource
+        url, sha = TFDS_ARCHIVES[name]
+        archive = data_dir / "downloads" / resource.get_dl_fname(url, sha)
+    if not archive.is_file():
+        raise KwsError(f"{archive}: train archive not found (needed for {BACKGROUND_NOISE_DIR}); "
+                       f"put {name} in dataset.tfds_manual_dir")
+    background = {}
+    with tarfile.open(archive, "r:gz") as tar:
+        for m in tqdm(tar, desc=f"scanning {archive.name} for noise", unit="file"):
+            parts = Path(m.name).parts
+            if m.isfile() and BACKGROUND_NOISE_DIR in parts and m.name.endswith(".wav"):
+                background[parts[-1]] = read_wav(m.name, tar.extractfile(m).read(), max_seconds=None,
+                                                 name=f"{archive}:{m.name}")
+    if not background:
+        raise KwsError(f"{archive}: no {BACKGROUND_NOISE_DIR}/*.wav inside")
+    return dict(sorted(background.items()))
+
+
+# ---------------------------------------------------------------- stage
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """np.savez with fixed zip timestamps, so equal arrays give equal bytes."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for key, value in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asarray(value), allow_pickle=False)
+            z.writestr(zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
+
+
+def load_source(cfg: dict, corpus: str | os.PathLike | None = None):
+    source = cfg.get("source")
+    if source == "synthetic":
+        corpus = Path(corpus or "data/synthetic_corpus")
+        if not corpus.is_dir():
+            raise KwsError(f"{corpus}: synthetic corpus folder not found (run the synthetic_corpus stage)")
+        if not (corpus / "train").is_dir():
+            raise KwsError(f"{corpus}: no train/ folder (built with another dataset.source? see README.txt)")
+        return read_local(corpus / "train", corpus / "test")
+    if source == "local":
+        if not cfg.get("local_dir"):
+            raise KwsError("dataset.local_dir: must be set for dataset.source local")
+        return read_local(cfg["local_dir"], cfg.get("local_test_dir"))
+    if source == "speech_commands":
+        return read_speech_commands(cfg)
+    raise KwsError(f"dataset.source: unknown source {source!r}, expected one of {', '.join(SOURCES)}")
+
+
+def make_dataset(cfg: dict, out: str | os.PathLike, corpus: str | os.PathLike | None = None) -> dict:
+    """Read the configured source and write {train,validation,test}.npz, background_noise.npz,
+    summary.json into `out` in one atomic step."""
+    t0 = time.time()
+    splits, background = load_source(cfg, corpus)
+    for s in SPLITS:
+        if not splits[s].audio:
+            raise KwsError(f"dataset.source {cfg['source']}: the {s} split is empty")
+    summary = {"source": cfg["source"], "labels": list(LABELS), "counts": {}}
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        for s in SPLITS:
+            arrays = splits[s].arrays()
+            save_npz(tmp / f"{s}.npz", arrays)
+            counts = np.bincount(arrays["label"], minlength=len(LABELS))
+            summary["counts"][s] = {LABELS[i]: int(c) for i, c in enumerate(counts)} | {"total": int(counts.sum())}
+        save_npz(tmp / "background_noise.npz", background)
+        summary["background_noise"] = {k: round(len(v) / SAMPLE_RATE, 2) for k, v in background.items()}
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary["seconds"] = round(time.time() - t0, 1)
+    return summary

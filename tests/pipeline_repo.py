@@ -1,0 +1,76 @@
+"""A throwaway copy of this repo, in its own git repo, with the tiny profile: real `dvc` runs."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+# Small enough for the whole pipeline to run in well under a minute on 2 cores.
+TINY_PARAMS = {
+    "synthetic": {"num_speakers": 12, "noise_seconds": 5, "test_silence_clips": 8, "test_unknown_clips": 8},
+    "train": {"epochs": 3},
+    "export": {"check_samples": 64},
+    "bins": {"num_bin_files": 60},
+}
+
+
+def merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("DET_MASTER", None)
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kw)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run(["dvc", *args], repo, check=check)
+
+
+def stages_run(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def make_tiny_repo(dest: Path, params_override: dict | None = None) -> Path:
+    """Copy the working tree's tracked and unignored files (not outputs, not .venv) to `dest`,
+    apply the tiny profile and commit it."""
+    files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], REPO).stdout.split("\0")
+    for rel in filter(None, files):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), merge(TINY_PARAMS, params_override or {}))
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (dest / "dvc.lock").unlink(missing_ok=True)  # the committed lock belongs to the default profile
+    run(["git", "init", "-q", "-b", "main"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "tiny"], dest)
+    return dest
+
+
+def out_hashes(repo: Path) -> dict[str, str]:
+    """Every stage out and its md5 as recorded in dvc.lock."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
+
+
+
+
+ALL_STAGES = ["synthetic_corpus", "dataset", "features", "train", "export", "bins"]
+FIRST_RUN: dict[str, str] = {}  # out -> md5 after the shared tiny repo's first `dvc repro`
