@@ -42,6 +42,13 @@ repro: setup
 bins: setup
 	$(DVC) repro bins
 
+# A grid of DVC experiments, queued and run by `dvc queue start`, then compared.
+SWEEP ?= -S 'model.weight_bit_width=2,3,4' -S 'model.hidden_layers=[128,128,128],[256,256,256]'
+sweep: setup
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH dvc exp run --queue $(SWEEP)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH dvc queue start
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) scripts/compare_experiments.py --wait
+
 test: setup
 	$(PY) -m pytest -q
 

@@ -197,7 +197,7 @@ def _graphs(cfg: FeatureConfig):
             x = x / 2.0**15
         else:
             valid = tf.sequence_mask(length, s)
-            x = x / tf.reduce_max(tf.where(valid, x, -np.inf), axis=1, keepdims=True)
+            x = x / tf.reduce_max(tf.where(valid, tf.abs(x), -np.inf), axis=1, keepdims=True)
         x = tf.pad(x, [[0, 0], [TIME_SHIFT, TIME_SHIFT]])
         return x[:, TIME_SHIFT:TIME_SHIFT + s]
 

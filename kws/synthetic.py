@@ -137,8 +137,10 @@ def resample(x: np.ndarray, rate_in: int = ESPEAK_RATE, rate_out: int = SAMPLE_R
     n = np.arange(len(x) * up // down)
     xp = np.concatenate([np.zeros(half), x, np.zeros(half + 1)])
     windows = np.lib.stride_tricks.sliding_window_view(xp, 2 * half)  # a view, no copy
-    # output n sits between input n*down//up and the next one: taps from there -half+1..half
-    return np.einsum("nk,nk->n", _TABLE[n * down % up], windows[n * down // up + 1])
+    # output n sits between input n*down//up and the next one: taps from there -half+1..half;
+    # chunks bound the gathered (n, taps) memory for long noise recordings
+    return np.concatenate([np.einsum("nk,nk->n", _TABLE[c * down % up], windows[c * down // up + 1])
+                           for c in np.array_split(n, max(1, len(n) // 32768))] or [np.zeros(0)])
 
 
 def trim(x: np.ndarray, rel_threshold: float = 0.02, margin: int = 220) -> np.ndarray:

@@ -1,0 +1,148 @@
+"""Export a trained checkpoint to QONNX, checked against the Brevitas model before anything is written."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from kws.common import KwsError, atomic_path
+from kws.model import ModelConfig, build_model, config_from_params
+from kws.qonnx_model import load_qonnx, run_batch
+from kws.train import STATE_FILE, list_local_checkpoints
+
+
+def load_state(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise KwsError(f"{path}: not a training checkpoint ({type(e).__name__})") from None
+    if not isinstance(state, dict) or not {"model", "model_config", "epoch"} <= set(state):
+        raise KwsError(f"{path}: not a training checkpoint of this project")
+    return state
+
+
+def latest_local_state(ckpt_dir: str | os.PathLike) -> tuple[dict, Path]:
+    found = list_local_checkpoints(ckpt_dir)
+    if not found:
+        raise KwsError(f"{ckpt_dir}: no complete training checkpoint (run the train stage)")
+    path = Path(ckpt_dir) / found[-1][1] / STATE_FILE
+    return load_state(path), path
+
+
+def download_experiment_state(experiment_file: str | os.PathLike, dest: str | os.PathLike) -> tuple[dict, Path]:
+    """experiment_number.txt -> the experiment's best checkpoint (by its searcher metric) -> state."""
+    from determined.experimental import client
+
+    experiment_file = Path(experiment_file)
+    try:
+        exp_id = int(experiment_file.read_text().strip())
+    except (OSError, ValueError):
+        raise KwsError(f"{experiment_file}: expected a Determined experiment id") from None
+    try:
+        ckpt = client.get_experiment(exp_id).top_checkpoint()
+        path = Path(ckpt.download(os.fspath(Path(dest) / ckpt.uuid)))
+    except Exception as e:  # the SDK raises requests/API errors of many kinds
+        raise KwsError(f"experiment {exp_id}: cannot fetch its best checkpoint ({type(e).__name__}: {e})") from None
+    return load_state(path / STATE_FILE), path / STATE_FILE
+
+
+def model_from_state(state: dict, model_params: dict | None, source: str) -> tuple[nn.Module, ModelConfig]:
+    """Rebuild the trained model; the architecture in params.yaml must match the checkpoint's."""
+    try:
+        cfg = ModelConfig.from_dict(state["model_config"])
+    except (TypeError, KeyError) as e:
+        raise KwsError(f"{source}: checkpoint has an unreadable model config ({e})") from None
+    if model_params is not None:
+        want = config_from_params(model_params, cfg.input_shape, cfg.input_scale)
+        diff = [f.name for f in fields(ModelConfig) if getattr(want, f.name) != getattr(cfg, f.name)]
+        if diff:
+            k = diff[0]
+            raise KwsError(f"{source}: checkpoint has model.{k}={getattr(cfg, k)!r} but params say "
+                           f"{getattr(want, k)!r}: another architecture (retrain)")
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise KwsError(f"{source}: weights do not fit the model architecture ({first})") from None
+    return model.eval(), cfg
+
+
+def brevitas_logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    model.eval()
+    with torch.no_grad():
+        return model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+
+
+def compare(qonnx_model, reference: nn.Module, x: np.ndarray, atol: float) -> dict:
+    """QONNX vs Brevitas logits on `x`; KwsError unless within atol with identical argmax."""
+    got = run_batch(qonnx_model, x)
+    want = brevitas_logits(reference, x)
+    diff = float(np.max(np.abs(got - want)))
+    agree = float(np.mean(got.argmax(1) == want.argmax(1)))
+    if not diff <= atol or agree < 1.0:
+        raise KwsError(f"QONNX export does not match the Brevitas model on {len(x)} samples: max |logit diff| "
+                       f"{diff:.3g} (atol {atol:g}), argmax agreement {agree:.4f}; nothing written")
+    return {"check_samples": len(x), "max_abs_logit_diff": diff, "argmax_agreement": agree}
+
+
+def export_checked(model: nn.Module, out_path: str | os.PathLike, x_check: np.ndarray, atol: float,
+                   reference: nn.Module | None = None):
+    """brevitas -> QONNX (cleaned up) at out_path, only if it matches `reference` (default: the
+    exported model itself) on x_check. Returns (qonnx ModelWrapper, check stats)."""
+    from brevitas.export import export_qonnx
+
+    model = model.eval()
+    input_shape = (1, *x_check.shape[1:])
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        # TorchScript exporter: Flatten/MatMul/BatchNormalization like FINN's own KWS export
+        # (the dynamo exporter fuses to Gemm)
+        export_qonnx(model, input_t=torch.zeros(input_shape), export_path=os.fspath(raw), dynamo=False)
+        qmodel = load_qonnx(raw)
+    stats = compare(qmodel, reference if reference is not None else model, x_check, atol)
+    with atomic_path(out_path) as tmp_out:
+        qmodel.save(os.fspath(tmp_out))
+    return qmodel, stats
+
+
+def check_export_params(p: dict | None) -> tuple[int, float]:
+    p = dict(p or {})
+    n, atol = p.get("check_samples", 512), p.get("atol", 1e-4)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise KwsError(f"params export.check_samples: expected a positive integer, got {n!r}")
+    if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not atol >= 0:
+        raise KwsError(f"params export.atol: expected a non-negative number, got {atol!r}")
+    return n, float(atol)
+
+
+def run_export(params: dict, features_dir, out_path, metrics_path, ckpt_dir=None, experiment_file=None) -> dict:
+    from kws.train import load_features  # validates the features contract
+
+    n_check, atol = check_export_params(params.get("export"))
+    if experiment_file is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            state, source = download_experiment_state(experiment_file, tmp)
+    else:
+        state, source = latest_local_state(ckpt_dir)
+    model, cfg = model_from_state(state, params.get("model"), str(source))
+    data = load_features(features_dir)
+    if tuple(data.x["validation"].shape[1:]) != cfg.input_shape:
+        raise KwsError(f"{features_dir}: features of model shape {tuple(data.x['validation'].shape[1:])} "
+                       f"do not fit the checkpoint's input {cfg.input_shape}")
+    x_check = data.x["validation"][:n_check].numpy()
+    qmodel, stats = export_checked(model, out_path, x_check, atol)
+    x_test, y_test = data.x["test"].numpy(), data.y["test"].numpy()
+    test_acc = float(np.mean(run_batch(qmodel, x_test).argmax(1) == y_test))
+    metrics = {**stats, "qonnx_test_accuracy": test_acc, "num_test": len(y_test),
+               "epoch": int(state["epoch"]), "input_scale": cfg.input_scale}
+    with atomic_path(metrics_path) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
