@@ -197,7 +197,7 @@ def _graphs(cfg: FeatureConfig):
             x = x / 2.0**15
         else:
             valid = tf.sequence_mask(length, s)
-            x = x / tf.reduce_max(tf.where(valid, tf.abs(x), -np.inf), axis=1, keepdims=True)
+            x = x / tf.reduce_max(tf.where(valid, x, -np.inf), axis=1, keepdims=True)
         x = tf.pad(x, [[0, 0], [TIME_SHIFT, TIME_SHIFT]])
         return x[:, TIME_SHIFT:TIME_SHIFT + s]
 
@@ -232,7 +232,7 @@ def _graphs(cfg: FeatureConfig):
     def noisy(audio, length, noise_flat, start, volume):
         segment = tf.gather(noise_flat, start[:, None] + tf.range(s, dtype=tf.int64))
         x = segment * volume[:, None] + waveform(audio, length)
-        return features(tf.clip_by_value(x, -1.0, 1.0))
+        return features(x)
 
     return clean, noisy
 

@@ -46,16 +46,17 @@ def stages_run(output: str) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", output)
 
 
-def make_tiny_repo(dest: Path, params_override: dict | None = None) -> Path:
+def make_tiny_repo(dest: Path, params_override: dict | None = None, tiny: bool = True) -> Path:
     """Copy the working tree's tracked and unignored files (not outputs, not .venv) to `dest`,
-    apply the tiny profile and commit it."""
+    apply the tiny profile (unless tiny=False) and `params_override`, and commit it."""
     files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], REPO).stdout.split("\0")
     for rel in filter(None, files):
         src = REPO / rel
         if src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
-    params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), merge(TINY_PARAMS, params_override or {}))
+    params = merge(yaml.safe_load((REPO / "params.yaml").read_text()),
+                   merge(TINY_PARAMS if tiny else {}, params_override or {}))
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (dest / "dvc.lock").unlink(missing_ok=True)  # the committed lock belongs to the default profile
     run(["git", "init", "-q", "-b", "main"], dest)

@@ -1,0 +1,48 @@
+"""Pipeline wall times on the default profile, in a fresh temporary copy of the repo:
+full `dvc repro` (what `make repro` runs after setup), a no-op `dvc repro`, and a rerun
+of `bins` alone after a bins param change.
+
+Usage: python bench/bench_pipeline.py [--profile tiny]
+"""
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from pipeline_repo import dvc, make_tiny_repo, stages_run  # noqa: E402
+
+
+def timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", choices=["default", "tiny"], default="default")
+    parser.add_argument("--noop_runs", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="kws-bench-") as tmp:
+        repo = make_tiny_repo(Path(tmp), tiny=args.profile == "tiny")
+        full, result = timed(lambda: dvc(repo, "repro"))
+        noop = [timed(lambda: dvc(repo, "repro"))[0] for _ in range(args.noop_runs)]
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        params["bins"]["num_bin_files"] = max(1, params["bins"]["num_bin_files"] // 2)
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        bins_only, rerun = timed(lambda: dvc(repo, "repro"))
+        assert stages_run(rerun.stdout) == ["bins"], rerun.stdout
+    print(f"### Pipeline ({args.profile} profile, 2 cores)\n")
+    print("| measurement | seconds | target |\n|---|---|---|")
+    print(f"| full `dvc repro` ({', '.join(stages_run(result.stdout))}) | {full:.1f} | <= 600 |")
+    print(f"| no-op `dvc repro` (median of {args.noop_runs}) | {statistics.median(noop):.2f} | <= 2 |")
+    print(f"| rerun of `bins` after a bins param change | {bins_only:.1f} | |")
+
+
+if __name__ == "__main__":
+    main()
