@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would garble the table
 from qonnx.core.onnx_exec import execute_onnx
 
 from kws import bins
@@ -56,12 +58,13 @@ def main() -> None:
     p.add_argument("--num_bin_files", type=int, default=1000)
     p.add_argument("--baseline_samples", type=int, default=100)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--tmpdir", help="where to write the BIN files (default: system temp; try /dev/shm)")
     args = p.parse_args()
 
     model = bins.load_model(args.model)
     x, y, source = load_samples(Path(args.features), model, args.num_bin_files)
-    make_t, val_t, seed_t = [], [], []
-    with tempfile.TemporaryDirectory() as tmp:
+    make_t, val_t, seed_t, write_t = [], [], [], []
+    with tempfile.TemporaryDirectory(dir=args.tmpdir) as tmp:
         folder = Path(tmp) / "bins"
         for _ in range(args.repeats):
             t = time.perf_counter()
@@ -72,6 +75,14 @@ def main() -> None:
             again = bins.validate_bins(folder, model)
             val_t.append(time.perf_counter() - t)
             assert (again.predictions == result.predictions).all()
+            # file creation alone, the floor of any BIN writer (the seed's included)
+            raw = Path(tmp) / f"raw{len(write_t)}"
+            raw.mkdir()
+            q = bins.read_bins(folder, result.names, (1, 1, 10, 49), np.int8)
+            t = time.perf_counter()
+            for name, sample in zip(result.names, q):
+                sample.tofile(raw / name)
+            write_t.append(time.perf_counter() - t)
         sample = result.names[: args.baseline_samples]
         for _ in range(args.repeats):
             t = time.perf_counter()
@@ -82,16 +93,18 @@ def main() -> None:
     n, k = args.num_bin_files, len(sample)
     make, val = statistics.median(make_t), statistics.median(val_t)
     seed_n = statistics.median(seed_t) * n / k
-    print(f"model {args.model}; features: {source}; medians of {args.repeats} runs; "
+    where = args.tmpdir or tempfile.gettempdir()
+    print(f"model {args.model}; features: {source}; files in {where}; medians of {args.repeats} runs; "
           f"baseline timed on {k} samples and scaled x{n / k:g}; predictions identical on those {k}\n")
     print(f"| step ({n} BIN files) | seconds | speed-up vs per-sample |")
     print("|---|---|---|")
     print(f"| seed: execute_onnx per sample (scaled from {k}) | {seed_n:.2f} | 1x |")
     print(f"| ours: make + validate (one batched run each for bins and float) | {make:.3f} | {seed_n / make:.0f}x |")
     print(f"| ours: validate an existing folder | {val:.3f} | {seed_n / val:.0f}x |")
+    print(f"| (file creation alone, part of make) | {statistics.median(write_t):.3f} | |")
     print(f"\naccuracy {result.accuracy:.4f}, ties {result.ties}")
-    if seed_n / make < 100:
-        print("warning: below the 100x target", file=sys.stderr)
+    if seed_n / val < 100 or seed_n / make < 100:
+        print("note: below the 100x target; on a busy disk file creation dominates make", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ QONNX run predicts (the FINN submission's tflm_labels.csv)."""
 from __future__ import annotations
 
 import csv
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,29 @@ from kws.qonnx_model import InputQuant, input_quant, input_shape, load_qonnx, ru
 
 LABELS_CSV = "y_labels.csv"
 PREDICTIONS_CSV = "predictions.csv"
+
+
+def check_params(p: dict | None) -> dict:
+    """The `bins:` section of params.yaml, validated; every bad value names its key."""
+    p = dict(p or {})
+    out = {
+        "split": p.get("split", "test"),
+        "num_bin_files": p.get("num_bin_files", 1000),
+        "max_accuracy_gap": p.get("max_accuracy_gap", 0.02),
+        "onnxruntime": p.get("onnxruntime", False),
+    }
+    if not isinstance(out["split"], str) or not out["split"]:
+        raise KwsError(f"params bins.split: expected a split name, got {out['split']!r}")
+    n = out["num_bin_files"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise KwsError(f"params bins.num_bin_files: expected a positive integer, got {n!r}")
+    gap = out["max_accuracy_gap"]
+    if isinstance(gap, bool) or not isinstance(gap, (int, float)) or not 0 <= gap <= 1:
+        raise KwsError(f"params bins.max_accuracy_gap: expected a number in [0, 1], got {gap!r}")
+    if not isinstance(out["onnxruntime"], bool):
+        raise KwsError(f"params bins.onnxruntime: expected true or false, got {out['onnxruntime']!r}")
+    out["max_accuracy_gap"] = float(gap)
+    return out
 
 
 def bin_name(index: int, label: int) -> str:
@@ -107,20 +131,21 @@ def write_labels_csv(path: Path, names: list[str], labels: np.ndarray, num_class
 
 def read_bins(folder: Path, names: list[str], shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """All listed BIN files as one (N, *shape[1:]) integer array; sizes are checked first."""
-    size = int(np.prod(shape[1:])) * np.dtype(dtype).itemsize
-    for name in names:
-        path = folder / name
-        if not path.is_file():
-            raise KwsError(f"{path}: BIN file listed in {LABELS_CSV} not found")
-        if path.stat().st_size != size:
-            raise KwsError(
-                f"{path}: {path.stat().st_size} bytes, the model input {tuple(shape[1:])} of "
-                f"{np.dtype(dtype).name} needs {size}"
-            )
-    out = np.empty((len(names), *shape[1:]), dtype=dtype)
-    for i, name in enumerate(tqdm(names, desc="read bins", unit="file", leave=False)):
-        out[i] = np.fromfile(folder / name, dtype=dtype).reshape(shape[1:])
-    return out
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape[1:]))
+    size = count * dtype.itemsize
+    paths = [os.path.join(folder, n) for n in names]  # plain strings: pathlib costs more than a read
+    for path in paths:
+        try:
+            actual = os.stat(path).st_size
+        except OSError as e:
+            raise KwsError(f"{path}: BIN file listed in {LABELS_CSV} cannot be read ({e.strerror})") from None
+        if actual != size:
+            raise KwsError(f"{path}: {actual} bytes, the model input {tuple(shape[1:])} of {dtype.name} needs {size}")
+    out = np.empty((len(names), count), dtype=dtype)
+    for i, path in enumerate(tqdm(paths, desc="read bins", unit="file", leave=False)):
+        out[i] = np.fromfile(path, dtype=dtype, count=count)
+    return out.reshape(len(names), *shape[1:])
 
 
 def onnxruntime_logits(model: ModelWrapper, x: np.ndarray) -> np.ndarray:
@@ -281,7 +306,7 @@ def make_bins(
     names = [bin_name(i, int(label)) for i, label in enumerate(y)]
     folder.mkdir(parents=True)
     for name, sample in zip(tqdm(names, desc="write bins", unit="file", leave=False), q):
-        sample.tofile(folder / name)
+        sample.tofile(os.path.join(folder, name))
     write_labels_csv(folder / LABELS_CSV, names, y, NUM_CLASSES)
 
     result = validate_bins(folder, model, feature_type, onnxruntime, float_x=x)

@@ -229,14 +229,16 @@ def read_speech_commands(cfg: dict) -> tuple[dict[str, Examples], dict[str, np.n
 
 def _tfds_background(data_dir: Path, manual: str | None) -> dict[str, np.ndarray]:
     """The _background_noise_ recordings, read from the train archive tfds used."""
+    from tensorflow_datasets.core.download import resource
+
     name = "speech_commands_v0.02.tar.gz"
-    archive = Path(manual) / name if manual else None
-    if archive is None or not archive.is_file():
-        from tensorflow_datasets.core.download import resource
-        url, sha = TFDS_ARCHIVES[name]
-        archive = data_dir / "downloads" / resource.get_dl_fname(url, sha)
-    if not archive.is_file():
-        raise KwsError(f"{archive}: train archive not found (needed for {BACKGROUND_NOISE_DIR}); "
+    fname = resource.get_dl_fname(*TFDS_ARCHIVES[name])  # how tfds names its download
+    downloads = data_dir / "downloads"
+    candidates = [Path(manual) / name] if manual else []
+    candidates += [downloads / "speech_commands" / fname, downloads / fname, downloads / "manual" / name]
+    archive = next((c for c in candidates if c.is_file()), None)
+    if archive is None:
+        raise KwsError(f"{candidates[-1]}: train archive not found (needed for {BACKGROUND_NOISE_DIR}); "
                        f"put {name} in dataset.tfds_manual_dir")
     background = {}
     with tarfile.open(archive, "r:gz") as tar:

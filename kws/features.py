@@ -232,7 +232,7 @@ def _graphs(cfg: FeatureConfig):
     def noisy(audio, length, noise_flat, start, volume):
         segment = tf.gather(noise_flat, start[:, None] + tf.range(s, dtype=tf.int64))
         x = segment * volume[:, None] + waveform(audio, length)
-        return features(x)
+        return features(tf.clip_by_value(x, -1.0, 1.0))
 
     return clean, noisy
 

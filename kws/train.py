@@ -337,3 +337,98 @@ def run_trial(features_dir) -> None:
     data = load_features(features_dir)
     with core.init() as ctx:
         train(ctx, dict(info.trial.hparams), data, keep_last_only=False)
+
+
+# --- a Determined cluster: the same train() submitted as an experiment ---
+
+TEMPLATE_NAME = "kws-finn"
+FEATURES_IN_CONTAINER = "/kws/features"  # the template's bind mount of data/features
+CONTEXT_FILES = ("kws", "scripts/run_training.py", "pyproject.toml")
+DEFAULT_SEARCHER = {"name": "single", "metric": "val_accuracy", "smaller_is_better": False}
+
+
+def _const_tree(tree: dict) -> dict:
+    """Every leaf as an explicit const hyperparameter (lists such as hidden_layers stay one value)."""
+    return {k: _const_tree(v) if isinstance(v, dict) else {"type": "const", "val": v} for k, v in tree.items()}
+
+
+def experiment_config(params: dict, name: str = "kws-finn-mlp") -> dict:
+    """The experiment config, generated from params.yaml: hyperparameters = recipe(params) with
+    `train.sweep` entries ("section.key": [values]) turned into categorical grid axes."""
+    train_p = params.get("train") or {}
+    hp = _const_tree(recipe(params))
+    sweep = train_p.get("sweep") or {}
+    if not isinstance(sweep, dict):
+        raise KwsError(f"params train.sweep: expected a mapping 'section.key: [values]', got {sweep!r}")
+    for dotted, vals in sweep.items():
+        node, *rest = str(dotted).split(".")
+        target = hp
+        for part in [node, *rest][:-1]:
+            if part not in target or not isinstance(target[part], dict) or "type" in target[part]:
+                raise KwsError(f"params train.sweep: '{dotted}' is not a key of params seed/model/train")
+            target = target[part]
+        leaf = [node, *rest][-1]
+        if leaf not in target or not isinstance(vals, list) or not vals:
+            raise KwsError(f"params train.sweep: '{dotted}' must name an existing key and give a non-empty list")
+        target[leaf] = {"type": "categorical", "vals": vals}
+    searcher = dict(DEFAULT_SEARCHER)
+    searcher.update(train_p.get("searcher") or {})
+    if sweep and searcher["name"] == "single":
+        raise KwsError("params train.sweep needs train.searcher.name: grid (or random)")
+    return {
+        "name": name,
+        "hyperparameters": hp,
+        "searcher": searcher,
+        # -m: the context dir (not scripts/) goes on sys.path, so `kws` imports without installing
+        "entrypoint": f"python3 -m scripts.run_training --trial --features {FEATURES_IN_CONTAINER}",
+    }
+
+
+def check_master(master: str, timeout: float = 5.0) -> str:
+    """One clear line, fast, when DET_MASTER does not answer."""
+    import requests
+    from determined.common.api import canonicalize_master_url
+
+    url = canonicalize_master_url(master)
+    try:
+        requests.get(f"{url}/info", timeout=timeout).raise_for_status()
+    except requests.RequestException as e:
+        raise KwsError(f"Determined master {url} is unreachable ({type(e).__name__}); "
+                       "unset DET_MASTER and train.det_master to train locally") from None
+    return url
+
+
+def submit(params: dict, master: str, repo: Path, template: Path, experiment_file: Path, wait: bool = True) -> int:
+    import shutil
+    import subprocess
+    import tempfile
+
+    from determined.experimental import client
+
+    url = check_master(master)
+    config = experiment_config(params)
+    if not template.is_file():
+        raise KwsError(f"{template}: config template not found")
+    r = subprocess.run([sys.executable, "-m", "determined.cli", "-m", url, "template", "set", TEMPLATE_NAME,
+                        str(template)], capture_output=True, text=True)
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        raise KwsError(f"det template set {TEMPLATE_NAME} {template} failed: {last}")
+    client.login(master=url)
+    with tempfile.TemporaryDirectory() as ctx:  # upload only the code, never data or the venv
+        for rel in CONTEXT_FILES:
+            src, dst = repo / rel, Path(ctx) / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(src, dst)
+        exp = client.create_experiment(config, model_dir=ctx, template=TEMPLATE_NAME)
+    with atomic_path(experiment_file) as tmp:
+        tmp.write_text(f"{exp.id}\n")
+    print(f"submitted experiment {exp.id} to {url}", file=sys.stderr)
+    if wait:
+        state = exp.wait()
+        if "COMPLETED" not in str(state):
+            raise KwsError(f"experiment {exp.id} ended in state {state}")
+    return exp.id

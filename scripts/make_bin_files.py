@@ -21,7 +21,7 @@ def parse_args() -> argparse.Namespace:
                    help="make (default): write and validate BIN files; validate: check an existing folder")
     p.add_argument("--model", default="training_checkpoint/QONNX_model.onnx", help="QONNX model")
     p.add_argument("--features", default="data/features", help="folder with {split}.npz")
-    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--params", help="default params.yaml (validate: optional)")
     p.add_argument("--split", help="features split (default: params bins.split)")
     p.add_argument("--bin_file_path", default="kws_bin_files", help="BIN folder (replaced as a whole)")
     p.add_argument("--num_bin_files", type=int, help="default: params bins.num_bin_files")
@@ -29,8 +29,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--metrics", help="metrics JSON (make default: metrics/bins.json)")
     p.add_argument("--plot", help="confusion matrix PNG (make default: plots/confusion.png)")
     p.add_argument("--predictions", help="validate: also write the predictions CSV here")
-    p.add_argument("--onnxruntime", action="store_true",
-                   help="also run onnxruntime on the QCDQ form and require the same predictions")
+    p.add_argument("--onnxruntime", action=argparse.BooleanOptionalAction, default=None,
+                   help="also run onnxruntime on the QCDQ form and require the same predictions "
+                        "(default: params bins.onnxruntime)")
     return p.parse_args()
 
 
@@ -56,12 +57,19 @@ def report(v: bins.Validation, float_accuracy=None) -> None:
 
 def main() -> None:
     args = parse_args()
-    params = load_params(args.params)
-    feature_type = args.feature_type or params.get("features", {}).get("feature_type", "mfcc")
+    if args.params is None and args.command == "validate" and not Path("params.yaml").is_file():
+        params = {}  # validating a folder needs no pipeline
+    else:
+        params = load_params(args.params or "params.yaml")
+    feature_type = args.feature_type or (params.get("features") or {}).get("feature_type", "mfcc")
+    if feature_type not in ("mfcc", "lfbe", "td_samples"):
+        raise KwsError(f"--feature_type: expected mfcc, lfbe or td_samples, got {feature_type!r}")
+    cfg = bins.check_params(params.get("bins"))
+    onnxruntime = cfg["onnxruntime"] if args.onnxruntime is None else args.onnxruntime
     model = bins.load_model(args.model)
 
     if args.command == "validate":
-        v = bins.validate_bins(args.bin_file_path, model, feature_type, args.onnxruntime)
+        v = bins.validate_bins(args.bin_file_path, model, feature_type, onnxruntime)
         report(v)
         # each given output is renamed into place only after all of them were written
         with contextlib.ExitStack() as stack:
@@ -72,15 +80,13 @@ def main() -> None:
                 bins.write_labels_csv(tmp["predictions"], v.names, v.predictions, NUM_CLASSES)
         return
 
-    cfg = params.get("bins", {})
-    split = args.split or cfg.get("split", "test")
-    num = args.num_bin_files if args.num_bin_files is not None else cfg.get("num_bin_files", 1000)
-    gap = float(cfg.get("max_accuracy_gap", 0.02))
+    split = args.split or cfg["split"]
+    num = args.num_bin_files if args.num_bin_files is not None else cfg["num_bin_files"]
     x, y = bins.load_features(Path(args.features) / f"{split}.npz", feature_type)
     metrics_path = args.metrics or "metrics/bins.json"
     plot_path = args.plot or "plots/confusion.png"
     with atomic_path(args.bin_file_path) as folder, atomic_path(metrics_path) as m, atomic_path(plot_path) as p:
-        v, float_accuracy = bins.make_bins(folder, model, x, y, feature_type, num, gap, args.onnxruntime)
+        v, float_accuracy = bins.make_bins(folder, model, x, y, feature_type, num, cfg["max_accuracy_gap"], onnxruntime)
         write_outputs(v, m, p, float_accuracy)
     report(v, float_accuracy)
 

@@ -182,3 +182,38 @@ def test_layout_and_ties():
     quant = InputQuant(scale=0.5, zero_point=0.0, bit_width=8, signed=True, narrow=True)
     assert bins.bin_dtype(quant, "td_samples") == np.int16 and bins.bin_dtype(quant, "mfcc") == np.int8
     assert quant.quantize(np.array([-1000.0, 0.25, 0.75, 1000.0])).tolist() == [-127, 0, 2, 127]
+
+
+@pytest.mark.parametrize("exporter", ["kws.export", "brevitas-dynamo"])
+def test_own_brevitas_model_round_trip(tmp_path, exporter):
+    """A tiny model from kws.model, exported to QONNX, through bins end to end; the dynamo
+    exporter flattens with a constant Reshape([1, 490]) that batched runs must rewrite."""
+    torch = pytest.importorskip("torch")
+    from kws.model import build_model, config_from_params, to_model_input
+
+    torch.manual_seed(0)
+    cfg = config_from_params({"hidden_layers": [16], "dropout": 0.0}, (1, 10, 49), 0.25)
+    net = build_model(cfg).eval()
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 8, (300, 49, 10)).astype(np.float32)
+    y = rng.integers(0, 12, 300)
+    path = tmp_path / "model.onnx"
+    if exporter == "kws.export":
+        from kws.export import export_checked
+
+        export_checked(net, path, to_model_input(x[:32]), atol=1e-4)
+    else:
+        from brevitas.export import export_qonnx
+
+        export_qonnx(net, input_t=torch.zeros(1, 1, 10, 49), export_path=str(path), dynamo=True)
+    model = bins.load_model(path)
+    with atomic_path(tmp_path / "bins") as out:
+        v, float_accuracy = bins.make_bins(out, model, x, y, "mfcc", 300, 0.02, onnxruntime=True)
+    assert len(v.names) == 300 and v.accuracy == float_accuracy
+    assert v.onnxruntime_max_abs_diff < 1e-4
+    # the BIN files hold exactly what the Brevitas model sees after its input quantizer
+    q = bins.read_bins(tmp_path / "bins", v.names, (1, 1, 10, 49), np.int8)
+    with torch.no_grad():
+        want = net(torch.from_numpy(input_quant(model).dequantize(q))).numpy()
+    assert (bins.predict(want)[0] == v.predictions).all()
+    assert v.ties == bins.predict(want)[1]

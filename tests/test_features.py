@@ -3,6 +3,7 @@ import functools
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,8 @@ def test_features_match_independent_tf_signal(feature_type):
     ref = np.stack([reference(audio[i], length[i], feature_type) for i in range(11)])
     assert np.abs(x - ref).max() <= 1e-5
     assert np.abs(ref).max() > 0.1  # the comparison is not between two near-zero arrays
+    one_batch = extract(audio, length, FeatureConfig(feature_type=feature_type, batch_size=64), progress=False)
+    assert np.abs(x - one_batch).max() <= 1e-6  # batching is for speed only
 
 
 def test_time_shift_is_the_reference_identity():
@@ -166,6 +169,8 @@ def test_stage_outputs_deterministic_and_noise_only_on_train(tmp_path):
     a, b, c = read(tmp_path / "a"), read(tmp_path / "b"), read(tmp_path / "c")
     assert sorted(a) == ["test.npz", "train.npz", "validation.npz"]
     assert a == b  # same inputs and seed: same bytes
+    with zipfile.ZipFile(tmp_path / "a" / "train.npz") as z:  # np.savez would stamp the wall clock
+        assert {i.date_time for i in z.infolist()} == {(1980, 1, 1, 0, 0, 0)}
     assert a["validation.npz"] == c["validation.npz"] and a["test.npz"] == c["test.npz"]
     assert a["train.npz"] != c["train.npz"]  # the seed only moves the training noise
     cfg = FeatureConfig()

@@ -14,7 +14,7 @@ from kws.common import KwsError
 from kws.labels import ALL_WORDS, BACKGROUND_NOISE_DIR, KEYWORDS, OTHER_WORDS, SILENCE_DIR, UNKNOWN_DIR
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {"num_speakers": 4, "takes_per_word": 2, "validation_fraction": 0.2, "test_fraction": 0.2,
+TINY = {"num_speakers": 3, "takes_per_word": 2, "validation_fraction": 0.2, "test_fraction": 0.2,
         "noise_seconds": 3, "test_silence_clips": 7, "test_unknown_clips": 5}
 NAME = re.compile(r"^([0-9a-f]{8})_nohash_(\d+)\.wav$")
 

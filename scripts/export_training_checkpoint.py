@@ -1,0 +1,33 @@
+"""Stage export: the trained checkpoint (local, or the best of a Determined experiment) -> QONNX,
+checked against the Brevitas model before it is written."""
+import argparse
+import os
+from pathlib import Path
+
+from kws.common import load_params, run_cli
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--features", default="data/features")
+    ap.add_argument("--checkpoints", default="checkpoints", help="local checkpoint folder")
+    ap.add_argument("--experiment-file", default="experiment_number.txt",
+                    help="used instead of --checkpoints when DET_MASTER or train.det_master is set")
+    ap.add_argument("--out", default="training_checkpoint/QONNX_model.onnx")
+    ap.add_argument("--metrics", default="metrics/export.json")
+    args = ap.parse_args()
+
+    from kws.export import run_export
+
+    params = load_params(args.params)
+    on_cluster = os.environ.get("DET_MASTER") or (params.get("train") or {}).get("det_master")
+    m = run_export(params, args.features, args.out, args.metrics,
+                   ckpt_dir=None if on_cluster else args.checkpoints,
+                   experiment_file=Path(args.experiment_file) if on_cluster else None)
+    print(f"wrote {args.out}: max |logit diff| {m['max_abs_logit_diff']:.2g}, "
+          f"QONNX test accuracy {m['qonnx_test_accuracy']:.4f}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,41 @@
+"""Stage train: local in-process training through Determined's Core API, or, with DET_MASTER
+(or params train.det_master) set, the same code submitted to a Determined cluster."""
+import argparse
+import os
+from pathlib import Path
+
+from kws.common import load_params, run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--features", default="data/features", help="folder with {train,validation,test}.npz")
+    ap.add_argument("--checkpoints", default="checkpoints", help="local checkpoint folder (DVC out)")
+    ap.add_argument("--metrics", default="metrics/train.json")
+    ap.add_argument("--plots", default="plots/train.csv")
+    ap.add_argument("--template", default=str(REPO / "kws_tf_template_finn.yaml"), help="cluster only")
+    ap.add_argument("--experiment-file", default="experiment_number.txt", help="cluster only")
+    ap.add_argument("--no-wait", action="store_true", help="cluster only: return after submitting")
+    ap.add_argument("--trial", action="store_true", help="internal: run as a trial inside the cluster")
+    args = ap.parse_args()
+
+    from kws import train
+
+    if args.trial:
+        train.run_trial(args.features)
+        return
+    params = load_params(args.params)
+    master = os.environ.get("DET_MASTER") or (params.get("train") or {}).get("det_master")
+    if master:
+        train.submit(params, master, REPO, Path(args.template), Path(args.experiment_file), wait=not args.no_wait)
+    else:
+        m = train.run_local(params, args.features, args.checkpoints, args.metrics, args.plots)
+        print(f"val accuracy {m['val_accuracy']:.4f}, test accuracy {m['test_accuracy']:.4f}, "
+              f"input scale {m['input_scale']:.5f}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

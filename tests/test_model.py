@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+import torch
+from brevitas.nn import QuantLinear
+
+from kws.common import KwsError
+from kws.model import ModelConfig, build_model, config_from_params, num_weights, to_model_input
+
+DEFAULTS = {"input_bit_width": 8, "hidden_layers": [256, 256, 256], "weight_bit_width": 3, "act_bit_width": 3,
+            "act_max": 1.0, "output_bit_width": 3, "weight_scale_init": 0.1, "dropout": 0.1}
+
+
+def test_default_architecture_is_kws_w3a3():
+    cfg = config_from_params(DEFAULTS, (1, 10, 49), 0.33674)
+    model = build_model(cfg).eval()
+    assert num_weights(model) == 490 * 256 + 2 * 256 * 256 + 256 * 12
+    out = model(torch.randn(5, 1, 10, 49) * 10)
+    assert out.shape == (5, 12) and torch.isfinite(out).all()
+    f = model.features
+    assert float(f[0].act_quant.scale()) == pytest.approx(0.33674)
+    assert float(f[5].act_quant.scale()) == pytest.approx(1.0 / 7)  # 3-bit unsigned, max 1.0
+    linears = [m for m in model.modules() if isinstance(m, QuantLinear)]
+    assert [int(m.quant_weight().bit_width) for m in linears] == [3, 3, 3, 3]
+    assert all(m.bias is None for m in linears)
+    assert [m.quant_weight().scale.numel() for m in linears] == [256, 256, 256, 1]  # per channel, last per tensor
+    # 3-bit narrow signed weights take the 7 levels -3..3
+    q = linears[0].quant_weight()
+    levels = torch.unique(torch.round(q.value / q.scale))
+    assert levels.min() >= -3 and levels.max() <= 3
+
+
+def test_one_bit_model_uses_binary_quantizers():
+    p = dict(DEFAULTS, input_bit_width=1, weight_bit_width=1, act_bit_width=1, output_bit_width=1)
+    model = build_model(config_from_params(p, (1, 10, 49), 1.0)).eval()
+    w = model.features[3].quant_weight()
+    assert set(torch.unique(torch.sign(w.value)).tolist()) <= {-1.0, 1.0}  # no zero level
+    assert torch.isfinite(model(torch.randn(3, 1, 10, 49))).all()
+
+
+@pytest.mark.parametrize("key,value", [
+    ("weight_bit_width", 0), ("weight_bit_width", 9), ("act_bit_width", 0), ("input_bit_width", 9),
+    ("output_bit_width", 2.5), ("hidden_layers", [0]), ("hidden_layers", []), ("dropout", 1.0),
+    ("act_max", -1.0), ("weight_scale_init", 0),
+])
+def test_bad_model_params_name_the_key(key, value):
+    with pytest.raises(KwsError, match=f"model.{key}"):
+        config_from_params(dict(DEFAULTS, **{key: value}), (1, 10, 49), 0.3)
+
+
+def test_model_layout_is_features_transposed():
+    x = np.arange(2 * 49 * 10, dtype=np.float32).reshape(2, 49, 10)
+    m = to_model_input(x)
+    assert m.shape == (2, 1, 10, 49)
+    assert m[1, 0, 3, 7] == x[1, 7, 3]
+    assert torch.equal(to_model_input(torch.from_numpy(x)), torch.from_numpy(m))
+
+
+def test_config_round_trips():
+    cfg = config_from_params(DEFAULTS, (1, 10, 49), 0.5)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg

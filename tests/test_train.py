@@ -1,0 +1,206 @@
+import copy
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from kws import train as T
+from kws.common import KwsError, load_params
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = load_params(REPO / "params.yaml")
+
+
+def make_blobs(folder: Path, n_train=1200, n_eval=360, seed=0) -> Path:
+    """Learnable stand-in features: one Gaussian blob per class in (N, 49, 10). The centers are
+    ~|N(0, 3^2)| apart in each of 490 dims (distance ~94) against noise of std 6 per dim, so the
+    classes are almost linearly separable and a few epochs get far above chance (1/12)."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 3, (12, 49, 10)).astype(np.float32)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("validation", n_eval), ("test", n_eval)):
+        y = rng.integers(0, 12, n)
+        x = (centers[y] + rng.normal(0, 6, (n, 49, 10))).astype(np.float32)
+        np.savez(folder / f"{split}.npz", x=x, y=y, feature_type="mfcc")
+    return folder
+
+
+def tiny_params(**train):
+    p = copy.deepcopy(PARAMS)
+    p["train"].update({"epochs": 4, "batch_size": 128, "lr": 2e-3}, **train)
+    return p
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory):
+    return make_blobs(tmp_path_factory.mktemp("features"))
+
+
+def test_trains_well_above_chance_and_writes_outputs(blobs, tmp_path, monkeypatch):
+    # Determined must write nothing to the user's data dirs
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    out = tmp_path / "run"
+    m = T.run_local(tiny_params(), blobs, out / "checkpoints", out / "metrics/train.json", out / "plots/train.csv",
+                    progress=False)
+    assert not home.exists()
+    assert m["test_accuracy"] > 0.5 and m["val_accuracy"] > 0.5  # chance is 1/12
+    saved = json.loads((out / "metrics/train.json").read_text())
+    assert saved == m and saved["num_weights"] == 259584
+    x = np.load(blobs / "train.npz")["x"]
+    lo, hi = np.percentile(x, [1, 99])
+    assert saved["input_scale"] == pytest.approx(max(abs(lo), abs(hi)) / 127)
+    rows = (out / "plots/train.csv").read_text().splitlines()
+    assert rows[0] == "epoch,train_loss,val_loss,val_accuracy,lr" and len(rows) == 5
+    ckpts = T.list_local_checkpoints(out / "checkpoints")
+    assert [c[0] for c in ckpts] == [4]  # only the last checkpoint is kept
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _run(blobs_data, folder, params, stop_at=None):
+    def epoch_end(epoch):
+        if epoch == stop_at:
+            raise Interrupt
+
+    with T.local_context(folder) as ctx:
+        return T.train(ctx, T.recipe(params), blobs_data, epoch_end=epoch_end, progress=False)
+
+
+def test_resume_after_interruption_is_bit_exact(blobs, tmp_path):
+    data = T.load_features(blobs)
+    params = tiny_params(epochs=3)
+    params["model"]["hidden_layers"] = [64, 64]
+    ref_model, ref_metrics, ref_hist = _run(data, tmp_path / "a", params)
+    with pytest.raises(Interrupt):
+        _run(data, tmp_path / "b", params, stop_at=2)
+    assert [c[0] for c in T.list_local_checkpoints(tmp_path / "b")] == [2]
+    torch.manual_seed(123)  # resuming must not depend on the process's RNG state
+    model, metrics, hist = _run(data, tmp_path / "b", params)
+    assert hist == ref_hist and metrics == ref_metrics
+    for (k, a), (_, b) in zip(ref_model.state_dict().items(), model.state_dict().items()):
+        assert torch.equal(a, b), k
+    sa = torch.load(next((tmp_path / "a").glob("*/state.pt")), weights_only=False)
+    sb = torch.load(next((tmp_path / "b").glob("*/state.pt")), weights_only=False)
+    for k in sa["optimizer"]["state"]:
+        for name in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(sa["optimizer"]["state"][k][name], sb["optimizer"]["state"][k][name])
+    assert sa["scheduler"] == sb["scheduler"]
+
+
+def test_checkpoint_of_other_params_is_not_resumed(blobs, tmp_path, capsys):
+    data = T.load_features(blobs)
+    params = tiny_params(epochs=2)
+    params["model"]["hidden_layers"] = [32]
+    _run(data, tmp_path, params)
+    params["train"]["lr"] = 1e-3
+    _, _, hist = _run(data, tmp_path, params)
+    assert "starting fresh" in capsys.readouterr().err
+    assert [r["epoch"] for r in hist] == [1, 2]
+    assert len(T.list_local_checkpoints(tmp_path)) == 1
+
+
+@pytest.mark.parametrize("key,value", [("epochs", 0), ("batch_size", -5), ("lr", -1e-3), ("lr", "fast"),
+                                       ("unknown_weight_divisor", 0), ("eta_min", -1.0)])
+def test_bad_train_params_name_the_key(key, value):
+    with pytest.raises(KwsError, match=f"train.{key}"):
+        T.check_train_params({key: value})
+
+
+def test_bad_percentiles(blobs):
+    data = T.load_features(blobs)
+    with pytest.raises(KwsError, match="model.input_clip_percentiles"):
+        T.input_range(data.x["train"], [99, 1], 8)
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda d: d.pop("validation"), "validation.npz: features file not found"),
+    (lambda d: d.__setitem__("train", (np.zeros((4, 490), np.float32), np.zeros(4, np.int64))), "x must be"),
+    (lambda d: d.__setitem__("test", (np.zeros((4, 49, 10), np.float32), np.full(4, 12))), "labels must be"),
+    (lambda d: d.__setitem__("test", (np.zeros((4, 49, 40), np.float32), np.zeros(4, np.int64))), "different feature shapes"),
+])
+def test_bad_features(tmp_path, mutate, match):
+    splits = {s: (np.zeros((4, 49, 10), np.float32), np.arange(4)) for s in T.SPLITS}
+    mutate(splits)
+    for s, (x, y) in splits.items():
+        np.savez(tmp_path / f"{s}.npz", x=x, y=y)
+    with pytest.raises(KwsError, match=match):
+        T.load_features(tmp_path)
+
+
+def test_class_weights_follow_the_recipe():
+    y = torch.tensor([11] * 6 + [0] * 2 + [1] * 2 + list(range(2, 11)))
+    w = T.class_weights(y, 3.6)
+    freq = torch.bincount(y, minlength=12).double() / len(y)
+    raw = 1 - freq
+    raw[11] /= 3.6
+    assert torch.allclose(w.double(), raw / raw.sum(), atol=1e-7) and w[11] < w[0] < w[2]
+
+
+def _sample(hp):
+    """The values a trial sees: const -> val, categorical -> each of its vals (first here)."""
+    if "type" in hp:
+        return hp["val"] if hp["type"] == "const" else hp["vals"][0]
+    return {k: _sample(v) for k, v in hp.items()}
+
+
+def test_experiment_config_is_generated_from_params():
+    cfg = T.experiment_config(PARAMS)
+    hp = _sample(cfg["hyperparameters"])
+    assert hp == T.recipe(PARAMS)
+    assert hp["model"] == PARAMS["model"] and hp["train"]["epochs"] == PARAMS["train"]["epochs"]
+    assert "det_master" not in hp["train"] and "sweep" not in hp["train"]
+    # what the trial receives passes the same validation as a local run
+    T.check_train_params(hp["train"])
+    assert cfg["searcher"]["metric"] == "val_accuracy" and cfg["searcher"]["smaller_is_better"] is False
+    assert T.FEATURES_IN_CONTAINER in cfg["entrypoint"]
+    template = yaml.safe_load((REPO / "kws_tf_template_finn.yaml").read_text())
+    assert template["bind_mounts"][0]["container_path"] == T.FEATURES_IN_CONTAINER
+    assert template["checkpoint_storage"]["type"] and template["max_restarts"] >= 1 and template["environment"]["image"]
+    assert not set(cfg) & set(template)  # the template holds the cluster, the config the recipe
+
+
+def test_experiment_config_sweep():
+    p = copy.deepcopy(PARAMS)
+    p["train"]["searcher"] = {"name": "grid"}
+    p["train"]["sweep"] = {"model.weight_bit_width": [2, 3, 4], "train.lr": [1e-3, 5e-4]}
+    cfg = T.experiment_config(p)
+    assert cfg["hyperparameters"]["model"]["weight_bit_width"] == {"type": "categorical", "vals": [2, 3, 4]}
+    assert cfg["hyperparameters"]["train"]["lr"]["vals"] == [1e-3, 5e-4]
+    assert cfg["searcher"]["name"] == "grid" and cfg["searcher"]["metric"] == "val_accuracy"
+    p["train"]["sweep"] = {"model.nope": [1]}
+    with pytest.raises(KwsError, match="train.sweep"):
+        T.experiment_config(p)
+    p["train"]["sweep"] = {"model.dropout": [0.1]}
+    p["train"]["searcher"] = {"name": "single"}
+    with pytest.raises(KwsError, match="grid"):
+        T.experiment_config(p)
+
+
+def test_unreachable_master_fails_fast_with_one_line(tmp_path):
+    env = dict(os.environ, DET_MASTER="http://127.0.0.1:9")
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, str(REPO / "scripts/run_training.py"), "--params", str(REPO / "params.yaml"),
+                        "--experiment-file", str(tmp_path / "experiment_number.txt")],
+                       cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 1 and time.monotonic() - t0 < 30
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: Determined master") and "unreachable" in r.stderr
+    assert not (tmp_path / "experiment_number.txt").exists()
+
+
+def test_cli_missing_features_one_line(tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / "scripts/run_training.py"), "--params", str(REPO / "params.yaml"),
+                        "--features", str(tmp_path / "none")], cwd=tmp_path, capture_output=True, text=True,
+                       env={k: v for k, v in os.environ.items() if k != "DET_MASTER"})
+    assert r.returncode == 1 and r.stderr.strip().count("\n") == 0 and "train.npz" in r.stderr
+    assert not (tmp_path / "metrics").exists() and not (tmp_path / "checkpoints").exists()
