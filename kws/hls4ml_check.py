@@ -51,6 +51,7 @@ from onnx import helper
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.general.quant import quant as qonnx_quant
 from qonnx.transformation.infer_shapes import InferShapes
+from tqdm import tqdm
 
 from kws import bins
 from kws.common import KwsError
@@ -81,7 +82,8 @@ def _const(model: ModelWrapper, name: str, node) -> np.ndarray:
     return value
 
 
-def _quant_params(model: ModelWrapper, node) -> tuple[np.ndarray, float, int, bool, bool]:
+def _quant_params(model: ModelWrapper, node) -> tuple[np.ndarray, int, bool, bool]:
+    """(scale, bit width, signed, narrow) of a Quant node with constant parameters and zero point 0."""
     scale = _const(model, node.input[1], node).astype(np.float64)
     zero = _const(model, node.input[2], node)
     bits = _const(model, node.input[3], node)
@@ -90,7 +92,7 @@ def _quant_params(model: ModelWrapper, node) -> tuple[np.ndarray, float, int, bo
     if bits.size != 1 or not float(bits.reshape(-1)[0]).is_integer():
         raise KwsError(f"Quant node '{node.name}': bit width {bits.reshape(-1)} is not one integer")
     a = _attrs(node)
-    return scale, 0.0, int(bits.reshape(-1)[0]), bool(a.get("signed", 1)), bool(a.get("narrow", 0))
+    return scale, int(bits.reshape(-1)[0]), bool(a.get("signed", 1)), bool(a.get("narrow", 0))
 
 
 def _add_rounding_modes(model: ModelWrapper) -> None:
@@ -104,12 +106,12 @@ def _fold_weight_scales(model: ModelWrapper) -> None:
         q = model.find_producer(mm.input[1])
         if q is None or q.op_type != "Quant" or model.get_initializer(q.input[0]) is None:
             continue
-        scale, _, bits, signed, narrow = _quant_params(model, q)
+        scale, bits, signed, narrow = _quant_params(model, q)
         if scale.size == 1:
             continue
         w = _const(model, q.input[0], q)
         cols = w.shape[-1]
-        if scale.size != cols or scale.reshape(-1).shape[0] != cols or scale.shape[-1] != cols:
+        if scale.size != cols or scale.shape[-1] != cols:
             raise KwsError(f"Quant node '{q.name}': scale of shape {scale.shape} is not per output channel")
         s = scale.reshape(-1)
         mode = _attrs(q).get("rounding_mode", "ROUND")
@@ -211,7 +213,7 @@ def derive_precisions(model: ModelWrapper, mantissa_bits: int = 23) -> dict[str,
         need[(name, key)] = need[(name, key)].merge(fx) if (name, key) in need else fx
 
     def quantizer(node):
-        scale, _, bits, signed, narrow = _quant_params(model, node)
+        scale, bits, signed, narrow = _quant_params(model, node)
         if scale.size != 1:
             raise KwsError(f"Quant node '{node.name}': per-channel scale left after the rewrite")
         s = float(scale.reshape(-1)[0])
@@ -333,28 +335,41 @@ def _check_supported(model: ModelWrapper) -> None:
                 raise KwsError(f"Quant node '{node.name}': hls4ml does not support narrow range on unsigned quantizers")
 
 
+def _failing_layer(exc: BaseException) -> str:
+    """The hls4ml layer an optimizer pass or handler was working on when it raised."""
+    tb, found = exc.__traceback__, "the model"
+    while tb is not None:
+        local = tb.tb_frame.f_locals
+        for key in ("node", "layer"):
+            name = getattr(local.get(key), "name", None)
+            if isinstance(name, str):
+                found = f"layer '{name}'"
+                owner = type(local.get("self"))
+                if owner.__module__.startswith("hls4ml.model.optimizer"):
+                    found += f" (pass {owner.__name__})"
+        tb = tb.tb_next
+    return found
+
+
 def convert(model: ModelWrapper, build_dir: str | os.PathLike, precisions: dict[str, dict[str, str]],
             backend: str = "Vitis"):
     """hls4ml model of a rewritten QONNX model, its C++ emulation compiled with g++ in build_dir."""
     hls4ml = _hls4ml()
     _check_supported(model)
-    log = io.StringIO()  # hls4ml prints every layer; keep it for the error message only
+    log = io.StringIO()  # hls4ml prints every layer; keep it out of the user's terminal
     try:
-        with contextlib.redirect_stdout(log), warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with contextlib.redirect_stdout(log), warnings.catch_warnings():
+            # hls4ml only warns when it cannot move a scale, then fails later without a name
+            warnings.filterwarnings("error", message="Failed to propagate")
             config = hls4ml.utils.config.config_from_onnx_model(model, granularity="name", backend=backend)
             for name, types in precisions.items():
                 config["LayerName"].setdefault(name, {}).setdefault("Precision", {}).update(types)
             hls_model = hls4ml.converters.convert_from_onnx_model(
                 model, output_dir=os.fspath(build_dir), backend=backend, io_type="io_parallel", hls_config=config
             )
-    except KwsError:
-        raise
     except Exception as e:
-        why = "; ".join(str(w.message) for w in caught if "hls4ml" in w.filename) or f"{type(e).__name__}: {e}"
-        last = [ln for ln in log.getvalue().splitlines() if ln.startswith("Layer name")]
-        where = f" (last parsed: {last[-1]})" if last else ""
-        raise KwsError(f"hls4ml cannot convert the model: {why}{where}".replace("\n", " ")) from None
+        why = f"{e}" if isinstance(e, UserWarning) else f"{type(e).__name__}: {e}"
+        raise KwsError(f"hls4ml cannot convert {_failing_layer(e)}: {why}".replace("\n", " ")) from None
     try:
         with contextlib.redirect_stdout(log):
             hls_model.compile()
@@ -364,7 +379,7 @@ def convert(model: ModelWrapper, build_dir: str | os.PathLike, precisions: dict[
 
 
 def layer_precisions(hls_model) -> dict[str, dict[str, str]]:
-    """The types hls4ml finally used, per layer: for the report."""
+    """The types hls4ml finally used, per layer (shows where the derived precisions landed)."""
     out = {}
     for layer in hls_model.get_layers():
         types = {k: str(v.precision) for k, v in layer.types.items()}
@@ -390,11 +405,15 @@ def check(model: ModelWrapper, bin_dir: str | os.PathLike, build_dir: str | os.P
     iq = input_quant(model)
     q = bins.read_bins(bin_dir, files, input_shape(model), bins.bin_dtype(iq, feature_type))
     x = iq.dequantize(q)
+    _check_supported(model)  # before the rewrite and the derivation: their errors are less direct
     rewritten = rewrite_for_hls4ml(model)
     precisions = derive_precisions(rewritten, mantissa_bits)
     hls_model = convert(rewritten, build_dir, precisions, backend)
-    y_hls = np.asarray(hls_model.predict(np.ascontiguousarray(x, dtype=np.float64)), dtype=np.float64)
-    y_hls = y_hls.reshape(len(x), -1)
+    # the emulation runs sample by sample (~15 ms each): chunks only to show progress
+    x64 = np.ascontiguousarray(x, dtype=np.float64)
+    chunks = [hls_model.predict(x64[i:i + 100]).reshape(len(x64[i:i + 100]), -1)
+              for i in tqdm(range(0, len(x64), 100), desc="hls4ml emulation", unit="chunk", leave=False)]
+    y_hls = np.concatenate(chunks).astype(np.float64)
     y_q = run_batch(model, x).astype(np.float64)
     (p_hls, _), (p_q, _) = bins.predict(y_hls), bins.predict(y_q)  # the last maximum wins
     ties = is_tie(y_hls) | is_tie(y_q)
@@ -411,4 +430,5 @@ def check(model: ModelWrapper, bin_dir: str | os.PathLike, build_dir: str | os.P
         "qonnx_accuracy": float((p_q == labels).mean()),
         "max_abs_logit_diff": float(np.abs(y_hls - y_q).max()),
         "precisions": precisions,
+        "layer_types": layer_precisions(hls_model),
     }

@@ -1,6 +1,10 @@
-"""An offline Speech Commands v2 look-alike spoken by espeak-ng.
+"""An offline Speech Commands v2 look-alike spoken by several Debian TTS engines.
 
-Speakers are espeak-ng voice x variant x pitch x speed; every file is a pure function of
+A speaker is (engine, voice, pitch, rate, formant): an espeak-ng voice+variant, a flite voice or
+a festival voice, with its own f0 factor, speaking-rate factor and vocal-tract factor (formants
+scaled by resampling, the VTLP trick). Real speech is far more varied than any one synthesiser:
+a model trained on one engine barely transfers to another, so diversity across engines and
+speakers is what makes the corpus useful on real clips. Every file is a pure function of
 (params, seed, file name), so the corpus is byte-identical whatever the worker scheduling.
 Layout (like speech_commands_v0.02 + speech_commands_test_set_v0.02):
   train/<word>/<speaker>_nohash_<n>.wav, train/{validation,testing}_list.txt,
@@ -8,13 +12,16 @@ Layout (like speech_commands_v0.02 + speech_commands_test_set_v0.02):
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
-import itertools
+import math
 import multiprocessing
 import shutil
 import subprocess
+import tempfile
 import wave
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,45 +32,118 @@ from kws.labels import ALL_WORDS, BACKGROUND_NOISE_DIR, KEYWORDS, OTHER_WORDS, S
 
 SAMPLE_RATE = 16000
 ESPEAK_RATE = 22050
-# English voices that really synthesise here (the mbrola ones need data Debian does not ship
-# and silently fall back to en-gb); variants and voices are probed by check_voices().
+# English espeak-ng voices that really synthesise here (the mbrola ones need data Debian's main
+# archive does not ship and silently fall back to en-gb); probed by check_engines().
 VOICES = ("en-gb", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd",
           "en-029", "en-us-nyc")
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5",
             "klatt", "klatt2", "klatt3", "klatt4", "croak", "grandma", "grandpa", "Andy", "Annie",
             "steph", "linda", "quincy", "norbert", "travis", "victor", "zac")
-PITCHES = (30, 50, 70)   # espeak-ng -p, 0..99
-SPEEDS = (130, 160, 190)  # espeak-ng -s, words per minute
+# engine -> voice -> its default f0 in Hz (measured; None: the engine cannot change its pitch)
+ENGINE_VOICES = {
+    "espeak": {f"{v}+{x}": None for v in VOICES for x in VARIANTS},
+    # flite's built-in voices (flite -lv) minus awb_time, a limited-domain voice for times only
+    "flite": {"kal": 95.0, "kal16": 95.0, "awb": 130.0, "rms": None, "slt": 175.0},
+    "festival": {"kal_diphone": 105.0, "ked_diphone": 105.0, "cmu_us_slt_arctic_hts": None},
+}
+ENGINE_COMMAND = {"espeak": "espeak-ng", "flite": "flite", "festival": "festival"}
+ENGINE_PACKAGES = {"espeak": "espeak-ng", "flite": "flite",
+                   "festival": "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"}
+FESTIVAL_VOICE_PACKAGE = {"kal_diphone": "festvox-kallpc16k", "ked_diphone": "festvox-kdlpc16k",
+                          "cmu_us_slt_arctic_hts": "festvox-us-slt-hts"}
+INTONATIONS = ("", ".", "?", "!")  # statement / question / exclamation prosody, per take
+TAKE_JITTER = 0.06  # per-take log-uniform jitter of pitch and rate around the speaker's own
+DEFAULTS = {"engines": {"espeak": 1.0}, "pitch_range": [0.75, 1.35], "rate_range": [0.8, 1.25],
+            "formant_range": [0.9, 1.12], "intonation": True}
 # tfds puts the silence cut from running_tap.wav into validation, the rest into train.
 NOISE_KINDS = ("white_noise", "pink_noise", "brown_noise", "electric_hum", "running_tap", "babble")
 BABBLE_WORDS = ("the", "and", "that", "have", "with", "this", "from", "they", "would", "there",
                 "their", "what", "about", "which", "when", "make", "like", "time", "just", "know",
                 "people", "year", "take", "them", "some", "could", "than", "then", "look", "only")
+MAX_SPEAKERS = 20000
+
+
+# ---------------------------------------------------------------- params
+
+def check_params(cfg: dict) -> dict:
+    """The `synthetic:` section with defaults filled in; every bad value names its key."""
+    cfg = {**DEFAULTS, **(cfg or {})}
+    for key in ("num_speakers", "takes_per_word", "validation_fraction", "test_fraction",
+                "noise_seconds", "test_silence_clips", "test_unknown_clips"):
+        if key not in cfg:
+            raise KwsError(f"params synthetic.{key}: missing")
+    if int(cfg["takes_per_word"]) < 1 or cfg["noise_seconds"] < 2:
+        raise KwsError("params synthetic: takes_per_word must be >= 1 and noise_seconds >= 2")
+    engines = cfg["engines"]
+    if not isinstance(engines, dict) or not engines:
+        raise KwsError(f"params synthetic.engines: expected a mapping engine -> share, got {engines!r}")
+    for name, share in engines.items():
+        if name not in ENGINE_VOICES:
+            raise KwsError(f"params synthetic.engines: unknown engine {name!r} (expected some of {', '.join(ENGINE_VOICES)})")
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not share >= 0:
+            raise KwsError(f"params synthetic.engines.{name}: expected a share >= 0, got {share!r}")
+    if not sum(engines.values()) > 0:
+        raise KwsError("params synthetic.engines: all shares are 0")
+    for key in ("pitch_range", "rate_range", "formant_range"):
+        r = cfg[key]
+        if not (isinstance(r, (list, tuple)) and len(r) == 2 and all(isinstance(v, (int, float)) for v in r)
+                and 0.5 <= r[0] <= r[1] <= 2.0):
+            raise KwsError(f"params synthetic.{key}: expected [low, high] with 0.5 <= low <= high <= 2, got {r!r}")
+    if not isinstance(cfg["intonation"], bool):
+        raise KwsError(f"params synthetic.intonation: expected true or false, got {cfg['intonation']!r}")
+    return cfg
 
 
 # ---------------------------------------------------------------- speakers
 
-def speaker_spec(voice: str, variant: str, pitch: int, speed: int) -> str:
-    return f"{voice}+{variant} p{pitch} s{speed}"
+@dataclass(frozen=True)
+class Speaker:
+    engine: str
+    voice: str
+    pitch: float    # f0 factor vs the voice's default
+    rate: float     # duration factor, > 1 is slower
+    formant: float  # vocal-tract factor: the spectrum (formants and f0) is scaled by it
+
+    def spec(self) -> str:
+        return f"{self.engine}:{self.voice} p{self.pitch:.3f} r{self.rate:.3f} f{self.formant:.3f}"
 
 
-def all_speakers() -> list[tuple[str, str, int, int]]:
-    """Every available speaker (voice, variant, pitch, speed), in a fixed order."""
-    return list(itertools.product(VOICES, VARIANTS, PITCHES, SPEEDS))
+def speaker_id(speaker: Speaker, seed: int) -> str:
+    return hashlib.sha256(f"{speaker.spec()}|seed={seed}".encode()).hexdigest()[:8]
 
 
-def speaker_id(speaker: tuple, seed: int) -> str:
-    return hashlib.sha256(f"{speaker_spec(*speaker)}|seed={seed}".encode()).hexdigest()[:8]
+def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
-def select_speakers(num_speakers: int, seed: int) -> dict[str, tuple]:
-    """A deterministic subset: speaker id -> (voice, variant, pitch, speed)."""
-    pool = all_speakers()
-    if not 3 <= num_speakers <= len(pool):
-        raise KwsError(f"synthetic.num_speakers: {num_speakers} must be in [3, {len(pool)}]")
-    order = np.random.default_rng(seed).permutation(len(pool))[:num_speakers]
-    chosen = {speaker_id(pool[i], seed): pool[i] for i in order}
-    if len(chosen) != num_speakers:
+def engine_counts(engines: dict, n: int) -> dict[str, int]:
+    """Speakers per engine: shares scaled to n, largest remainders first (sums to n exactly)."""
+    total = sum(engines.values())
+    names = sorted(engines)
+    exact = [engines[e] / total * n for e in names]
+    counts = [math.floor(x) for x in exact]
+    for i in sorted(range(len(names)), key=lambda i: (counts[i] - exact[i], names[i]))[: n - sum(counts)]:
+        counts[i] += 1
+    return {e: c for e, c in zip(names, counts) if c}
+
+
+def select_speakers(cfg: dict, seed: int) -> dict[str, Speaker]:
+    """A deterministic set of speakers: id -> Speaker. Voices of an engine are used in turn (in
+    a seeded order) so each gets its share; the continuous knobs are drawn per speaker."""
+    n = cfg["num_speakers"]
+    if isinstance(n, bool) or not isinstance(n, int) or not 3 <= n <= MAX_SPEAKERS:
+        raise KwsError(f"params synthetic.num_speakers: {n!r} must be an integer in [3, {MAX_SPEAKERS}]")
+    chosen = {}
+    for engine, count in engine_counts(cfg["engines"], n).items():
+        voices = sorted(ENGINE_VOICES[engine])
+        order = np.random.default_rng([seed, 3]).permutation(len(voices))
+        for i in range(count):
+            rng = _rng(seed, "speaker", engine, i)
+            spk = Speaker(engine, voices[order[i % len(voices)]], round(_log_uniform(rng, *cfg["pitch_range"]), 3),
+                          round(_log_uniform(rng, *cfg["rate_range"]), 3),
+                          round(_log_uniform(rng, *cfg["formant_range"]), 3))
+            chosen[speaker_id(spk, seed)] = spk
+    if len(chosen) != n:
         raise KwsError(f"seed {seed}: speaker id collision, pick another seed")
     return dict(sorted(chosen.items()))
 
@@ -82,36 +162,118 @@ def split_speakers(ids: list[str], validation_fraction: float, test_fraction: fl
             for i, sid in enumerate(order)}
 
 
-# ---------------------------------------------------------------- audio
+# ---------------------------------------------------------------- engines
+
+def _run_tts(cmd: list[str], what: str) -> bytes:
+    try:
+        r = subprocess.run(cmd, capture_output=True, timeout=300)
+    except FileNotFoundError:
+        engine = next(e for e, c in ENGINE_COMMAND.items() if c == cmd[0])
+        raise KwsError(f"{cmd[0]} not found: the {engine} engine needs apt-get install {ENGINE_PACKAGES[engine]}") from None
+    if r.returncode != 0:
+        last = (r.stderr.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
+        raise KwsError(f"{what} failed: {last}")
+    return r.stdout
+
+
+def _read_wav_bytes(data: bytes, what: str, header_frames: bool = True) -> tuple[np.ndarray, int]:
+    with wave.open(io.BytesIO(data)) as w:
+        if w.getsampwidth() != 2 or w.getnchannels() != 1:
+            raise KwsError(f"{what}: unexpected output format {w.getparams()}")
+        rate = w.getframerate()
+        pcm = w.readframes(w.getnframes()) if header_frames else data[44:]  # espeak's stdout header lies
+    return np.frombuffer(pcm[: len(pcm) // 2 * 2], "<i2") / 32768.0, rate
+
 
 def espeak(text: str, voice: str, pitch: int = 50, speed: int = 160) -> np.ndarray:
     """espeak-ng's 22050 Hz output as float64 in [-1, 1]."""
-    cmd = ["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "--stdout", text]
-    try:
-        out = subprocess.run(cmd, capture_output=True, check=True, timeout=60).stdout
-    except FileNotFoundError:
-        raise KwsError("espeak-ng not found: install it (apt-get install espeak-ng)") from None
-    except subprocess.CalledProcessError as e:
-        raise KwsError(f"espeak-ng -v {voice} failed: {e.stderr.decode().strip()}") from None
-    with wave.open(io.BytesIO(out)) as w:  # the header's frame count is bogus on stdout
-        if w.getframerate() != ESPEAK_RATE or w.getsampwidth() != 2:
-            raise KwsError(f"espeak-ng -v {voice}: unexpected output format {w.getparams()}")
-        pcm = out[44:]
-    return np.frombuffer(pcm[: len(pcm) // 2 * 2], "<i2") / 32768.0
+    out = _run_tts(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "--stdout", text],
+                   f"espeak-ng -v {voice}")
+    x, rate = _read_wav_bytes(out, f"espeak-ng -v {voice}", header_frames=False)
+    if rate != ESPEAK_RATE:
+        raise KwsError(f"espeak-ng -v {voice}: unexpected sample rate {rate}")
+    return x
+
+
+def synthesize(engine: str, voice: str, items: list[tuple[str, float, float]]) -> list[tuple[np.ndarray, int]]:
+    """(text, pitch factor, duration factor) per item -> (audio float64, sample rate) per item.
+    festival starts slowly (0.5-2 s), so it gets all of a speaker's items in one script."""
+    default_f0 = ENGINE_VOICES[engine][voice]
+    out = []
+    if engine == "espeak":
+        for text, pitch, rate in items:
+            # espeak-ng's -p (0..99, default 50) and -s (words per minute, default 175)
+            p = int(np.clip(round(50 + 130 * math.log(pitch)), 0, 99))
+            out.append((espeak(text, voice, p, int(round(165 / rate))), ESPEAK_RATE))
+        return out
+    with tempfile.TemporaryDirectory(prefix="kws_tts_") as tmp:
+        paths = [str(Path(tmp) / f"{i}.wav") for i in range(len(items))]
+        if engine == "flite":
+            for (text, pitch, rate), path in zip(items, paths):
+                cmd = ["flite", "-voice", voice, "--setf", f"duration_stretch={rate:.4f}"]
+                if default_f0:
+                    cmd += ["--setf", f"int_f0_target_mean={default_f0 * pitch:.2f}"]
+                _run_tts(cmd + ["-t", text, "-o", path], f"flite -voice {voice}")
+        elif engine == "festival":
+            lines = [f"(voice_{voice})"]
+            for (text, pitch, rate), path in zip(items, paths):
+                if default_f0:  # the diphone voices' linear-regression intonation model
+                    lines.append(f"(set! int_lr_params '((target_f0_mean {default_f0 * pitch:.2f}) "
+                                 f"(target_f0_std {14 * pitch:.2f}) (model_f0_mean 170) (model_f0_std 34)))")
+                lines.append(f"(Parameter.set 'Duration_Stretch {rate:.4f})")
+                lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{text}")) "{path}" \'riff)')
+            script = Path(tmp) / "script.scm"
+            script.write_text("\n".join(lines) + "\n")
+            _run_tts(["festival", "-b", str(script)], f"festival voice {voice} ({FESTIVAL_VOICE_PACKAGE[voice]})")
+        else:
+            raise KwsError(f"unknown engine {engine}")
+        for path in paths:
+            if not Path(path).is_file():
+                raise KwsError(f"{engine} voice {voice}: wrote no audio (is {ENGINE_PACKAGES[engine]} installed?)")
+            out.append(_read_wav_bytes(Path(path).read_bytes(), f"{engine} voice {voice}"))
+    return out
+
+
+def check_engines(engines: list[str]) -> None:
+    """Fail with one line if a selected engine or one of its voices is missing. Engines fall back
+    to a default voice silently, so every voice must produce audio unlike every other voice.
+    espeak-ng is always needed: it speaks the babble noise."""
+    for engine in sorted({"espeak", *engines}):
+        if shutil.which(ENGINE_COMMAND[engine]) is None:
+            raise KwsError(f"synthetic.engines: {engine} needs the command {ENGINE_COMMAND[engine]}, "
+                           f"not installed (apt-get install {ENGINE_PACKAGES[engine]})")
+    seen = {}
+    for engine in sorted({"espeak", *engines}):
+        voices = list(ENGINE_VOICES[engine])
+        if engine == "espeak":  # every base voice and every variant
+            voices = [*VOICES, *(f"en-us+{x}" for x in VARIANTS)]
+            audio = [(espeak("forward marvin", v), ESPEAK_RATE) for v in voices]
+        elif engine == "flite":
+            listed = _run_tts(["flite", "-lv"], "flite -lv").decode().split()
+            missing = [v for v in voices if v not in listed]
+            if missing:
+                raise KwsError(f"synthetic.engines: flite has no voice {missing[0]} (flite -lv)")
+            audio = [synthesize(engine, v, [("forward marvin", 1.0, 1.0)])[0] for v in voices]
+        else:
+            audio = [synthesize(engine, v, [("forward marvin", 1.0, 1.0)])[0] for v in voices]
+        for v, (x, rate) in zip(voices, audio):
+            key = hashlib.sha256(x.tobytes()).hexdigest()
+            if x.size < rate // 4 or np.abs(x).max() < 0.05:
+                raise KwsError(f"{engine} voice {v}: produces no audio")
+            if key in seen:
+                raise KwsError(f"{engine} voice {v}: sounds exactly like {seen[key]} (not installed?)")
+            seen[key] = f"{engine} voice {v}"
 
 
 def check_voices() -> None:
-    """Fail if a listed voice or variant does not really synthesise: espeak-ng falls back to a
-    default voice silently, so every voice and every variant must sound different."""
-    seen = {}
-    for v in [*VOICES, *(f"en-us+{x}" for x in VARIANTS)]:
-        x = espeak("forward marvin", v)
-        key = hashlib.sha256(x.tobytes()).hexdigest()
-        if x.size < ESPEAK_RATE // 4 or np.abs(x).max() < 0.05:
-            raise KwsError(f"espeak-ng voice {v}: produces no audio")
-        if key in seen:
-            raise KwsError(f"espeak-ng voice {v}: sounds exactly like {seen[key]} (not installed?)")
-        seen[key] = v
+    check_engines(list(ENGINE_VOICES))
+
+
+# ---------------------------------------------------------------- audio
+
+@functools.lru_cache(maxsize=64)
+def _table(up: int, down: int) -> np.ndarray:
+    return _resample_table(up, down)
 
 
 def _resample_table(up: int, down: int, half_width: int = 64, beta: float = 8.0) -> np.ndarray:
@@ -123,23 +285,19 @@ def _resample_table(up: int, down: int, half_width: int = 64, beta: float = 8.0)
     return cutoff * np.sinc(cutoff * u) * window
 
 
-_TABLE = None
-
-
 def resample(x: np.ndarray, rate_in: int = ESPEAK_RATE, rate_out: int = SAMPLE_RATE) -> np.ndarray:
-    """Band-limited resampling with a fixed polyphase table: deterministic, numpy only."""
-    global _TABLE
+    """Band-limited resampling with a fixed polyphase table: deterministic, numpy only.
+    Rates should share a large divisor (multiples of 100 Hz): the table has rate_out/gcd rows."""
     g = np.gcd(rate_in, rate_out)
     up, down = rate_out // g, rate_in // g
-    if _TABLE is None or _TABLE.shape[0] != up:
-        _TABLE = _resample_table(up, down)
-    half = _TABLE.shape[1] // 2
+    table = _table(up, down)
+    half = table.shape[1] // 2
     n = np.arange(len(x) * up // down)
     xp = np.concatenate([np.zeros(half), x, np.zeros(half + 1)])
     windows = np.lib.stride_tricks.sliding_window_view(xp, 2 * half)  # a view, no copy
     # output n sits between input n*down//up and the next one: taps from there -half+1..half;
     # chunks bound the gathered (n, taps) memory for long noise recordings
-    return np.concatenate([np.einsum("nk,nk->n", _TABLE[c * down % up], windows[c * down // up + 1])
+    return np.concatenate([np.einsum("nk,nk->n", table[c * down % up], windows[c * down // up + 1])
                            for c in np.array_split(n, max(1, len(n) // 32768))] or [np.zeros(0)])
 
 
@@ -161,22 +319,34 @@ def write_wav(path: Path, audio: np.ndarray, rate: int = SAMPLE_RATE) -> None:
         w.writeframes(audio.astype("<i2").tobytes())
 
 
-def utterance(speaker: tuple, word: str, rng: np.random.Generator) -> np.ndarray:
-    """One take: jittered pitch/speed, trimmed, resampled, at a random offset and gain in 1 s."""
-    voice, variant, pitch, speed = speaker
-    pitch = int(np.clip(pitch + rng.integers(-6, 7), 0, 99))
-    speed = int(speed + rng.integers(-10, 11))
-    while True:  # a slow speaker saying "backward" may not fit: speak faster, deterministically
-        x = resample(trim(espeak(word, f"{voice}+{variant}", pitch, speed)))
-        if len(x) <= SAMPLE_RATE:
-            break
-        speed += 30
+def place(x: np.ndarray, rate: int, formant: float, rng: np.random.Generator) -> np.ndarray:
+    """Engine output -> one 16 kHz take: formants scaled by resampling, trimmed, squeezed into
+    1 s if too long, at a random offset and gain, over a mic's noise floor."""
+    # reading `rate` Hz audio as if it were rate * formant Hz scales every frequency by `formant`
+    x = trim(resample(x, int(round(rate * formant / 100)) * 100, SAMPLE_RATE))
+    if len(x) > SAMPLE_RATE:  # a slow speaker saying "backward": speed it up to fit
+        x = trim(resample(x, -(-len(x) // 100) * 100 + 200, SAMPLE_RATE))
     x = x / np.abs(x).max() * rng.uniform(0.1, 0.9)
     out = np.zeros(SAMPLE_RATE)
     start = rng.integers(0, SAMPLE_RATE - len(x) + 1)
     out[start:start + len(x)] = x
-    out += rng.normal(0, rng.uniform(3e-4, 2e-3), SAMPLE_RATE)  # a mic's noise floor
+    out += rng.normal(0, rng.uniform(3e-4, 2e-3), SAMPLE_RATE)
     return to_int16(out)
+
+
+def speaker_takes(speaker: Speaker, words: list[str], takes: int, seed: int, sid: str,
+                  intonation: bool = True) -> dict[tuple[str, int], np.ndarray]:
+    """All takes of `words` by one speaker; each take's randomness comes from its own stream."""
+    keys = [(w, t) for w in words for t in range(takes)]
+    rngs = {k: _rng(seed, sid, *k) for k in keys}
+    items = []
+    for w, t in keys:
+        rng = rngs[(w, t)]
+        jitter = np.exp(rng.uniform(-TAKE_JITTER, TAKE_JITTER, 2))
+        mark = INTONATIONS[rng.integers(len(INTONATIONS))] if intonation else ""
+        items.append((w + mark, speaker.pitch * jitter[0], speaker.rate * jitter[1]))
+    audio = synthesize(speaker.engine, speaker.voice, items)
+    return {k: place(x, rate, speaker.formant, rngs[k]) for k, (x, rate) in zip(keys, audio)}
 
 
 # ---------------------------------------------------------------- noise
@@ -216,8 +386,8 @@ def noise(kind: str, seconds: float, rng: np.random.Generator) -> np.ndarray:
         x = np.zeros(n)
         for _ in range(5):
             words = " ".join(rng.choice(BABBLE_WORDS, size=int(seconds * 3)))
-            spk = all_speakers()[rng.integers(len(all_speakers()))]
-            v = resample(espeak(words, f"{spk[0]}+{spk[1]}", spk[2], spk[3]))
+            voice = f"{VOICES[rng.integers(len(VOICES))]}+{VARIANTS[rng.integers(len(VARIANTS))]}"
+            v = resample(espeak(words, voice, int(rng.integers(20, 80)), int(rng.integers(130, 190))))
             v = np.tile(v, n // max(len(v), 1) + 2)
             start = rng.integers(0, len(v) - n + 1)
             x += v[start:start + n] * rng.uniform(0.3, 1.0)
@@ -234,10 +404,10 @@ def _rng(seed: int, *keys) -> np.random.Generator:
     return np.random.default_rng(list(np.frombuffer(h, np.uint32)))
 
 
-def _make_utterance(task) -> None:
-    root, seed, sid, speaker, word, take = task
-    audio = utterance(speaker, word, _rng(seed, sid, word, take))
-    write_wav(Path(root) / "train" / word / f"{sid}_nohash_{take}.wav", audio)
+def _make_speaker(task) -> None:
+    root, seed, sid, speaker, takes, intonation = task
+    for (word, take), audio in speaker_takes(speaker, list(ALL_WORDS), takes, seed, sid, intonation).items():
+        write_wav(Path(root) / "train" / word / f"{sid}_nohash_{take}.wav", audio)
 
 
 def _make_noise(task) -> None:
@@ -255,29 +425,29 @@ def _make_silence(task) -> None:
     write_wav(Path(root) / "test" / SILENCE_DIR / f"{kind}_{i:04d}_nohash_0.wav", to_int16(clip))
 
 
-def _run(fn, tasks, workers: int, desc: str) -> None:
+def _run(fn, tasks, workers: int, desc: str, unit: str = "it") -> None:
+    if workers <= 1:
+        for t in tqdm(tasks, desc=desc, unit=unit):
+            fn(t)
+        return
     with multiprocessing.get_context("fork").Pool(workers) as pool:
-        for _ in tqdm(pool.imap_unordered(fn, tasks, chunksize=8), total=len(tasks), desc=desc):
+        for _ in tqdm(pool.imap_unordered(fn, tasks, chunksize=1), total=len(tasks), desc=desc, unit=unit):
             pass
 
 
 def build_corpus(out: str | Path, cfg: dict, seed: int, workers: int = 2) -> dict:
     """Write the whole corpus into `out` (atomically); returns a small summary."""
-    for key in ("num_speakers", "takes_per_word", "validation_fraction", "test_fraction",
-                "noise_seconds", "test_silence_clips", "test_unknown_clips"):
-        if key not in cfg:
-            raise KwsError(f"params synthetic.{key}: missing")
+    cfg = check_params(cfg)
     takes = int(cfg["takes_per_word"])
-    if takes < 1 or cfg["noise_seconds"] < 2:
-        raise KwsError("params synthetic: takes_per_word must be >= 1 and noise_seconds >= 2")
-    check_voices()
-    speakers = select_speakers(int(cfg["num_speakers"]), seed)
+    speakers = select_speakers(cfg, seed)
     split = split_speakers(list(speakers), cfg["validation_fraction"], cfg["test_fraction"], seed)
+    check_engines([e for e, s in cfg["engines"].items() if s > 0])
     with atomic_path(out) as tmp:
         train = tmp / "train"
-        tasks = [(str(tmp), seed, sid, spk, w, t) for sid, spk in speakers.items()
-                 for w in ALL_WORDS for t in range(takes)]
-        _run(_make_utterance, tasks, workers, "utterances")
+        # slow festival speakers first: the pool's tail is then short espeak/flite tasks
+        order = sorted(speakers, key=lambda s: (speakers[s].engine != "festival", s))
+        tasks = [(str(tmp), seed, sid, speakers[sid], takes, cfg["intonation"]) for sid in order]
+        _run(_make_speaker, tasks, workers, "speakers", "speaker")
         _run(_make_noise, [(str(tmp), seed, k, cfg["noise_seconds"]) for k in NOISE_KINDS], workers, "noise")
         _run(_make_silence, [(str(tmp), seed, i) for i in range(int(cfg["test_silence_clips"]))],
              workers, "test silence")
@@ -299,13 +469,16 @@ def build_corpus(out: str | Path, cfg: dict, seed: int, workers: int = 2) -> dic
         for p in np.random.default_rng([seed, 2]).choice(others, n_unknown, replace=False):
             word, name = p.split("/")
             shutil.copyfile(train / p, tmp / "test" / UNKNOWN_DIR / f"{word}_{name}")
+        per_engine = {e: sum(s.engine == e for s in speakers.values()) for e in ENGINE_VOICES}
         (tmp / "README.txt").write_text(
-            f"Synthetic Speech Commands v2 look-alike (espeak-ng), seed {seed}.\n"
-            f"{len(speakers)} speakers: {sum(v == 'train' for v in split.values())} train, "
+            f"Synthetic Speech Commands v2 look-alike, seed {seed}.\n"
+            f"{len(speakers)} speakers ({', '.join(f'{e} {c}' for e, c in per_engine.items() if c)}): "
+            f"{sum(v == 'train' for v in split.values())} train, "
             f"{sum(v == 'validation' for v in split.values())} validation, "
-            f"{sum(v == 'test' for v in split.values())} test.\n")
-    return {"speakers": len(speakers), "files": {k: len(v) for k, v in rel.items()},
-            "test_unknown": n_unknown}
+            f"{sum(v == 'test' for v in split.values())} test.\n"
+            + "".join(f"{sid} {split[sid]} {spk.spec()}\n" for sid, spk in speakers.items()))
+    return {"speakers": len(speakers), "engines": {e: c for e, c in per_engine.items() if c},
+            "files": {k: len(v) for k, v in rel.items()}, "test_unknown": n_unknown}
 
 
 def write_unused(out: str | Path, source: str) -> None:

@@ -212,8 +212,6 @@ def train(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = build_model(cfg)
-    optimizer = torch.optim.Adam(model.parameters(), lr=tp["lr"])
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=tp["epochs"], eta_min=tp["eta_min"])
     criterion = nn.CrossEntropyLoss(weight=class_weights(data.y["train"], tp["unknown_weight_divisor"]))
     history: list[dict] = []
     start = 0
@@ -231,11 +229,16 @@ def train(
         if stale:
             print(f"note: {local_dir}: {len(stale)} checkpoint(s) from different params, architecture or "
                   "features are not resumed; starting fresh", file=sys.stderr)
-    if latest is not None:
-        state = _load(core_context, latest)
+    state = _load(core_context, latest) if latest is not None else None
+    if state is not None:
         if state.get("fingerprint") != fp:
             raise KwsError(f"checkpoint {latest} was made with different params or features; not resuming it")
         model.load_state_dict(state["model"])
+    # only now: Brevitas' load_state_dict replaces its scale Parameters, an optimizer made
+    # earlier would keep updating the discarded ones
+    optimizer = torch.optim.Adam(model.parameters(), lr=tp["lr"])
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=tp["epochs"], eta_min=tp["eta_min"])
+    if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])

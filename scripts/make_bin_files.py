@@ -82,11 +82,13 @@ def main() -> None:
 
     split = args.split or cfg["split"]
     num = args.num_bin_files if args.num_bin_files is not None else cfg["num_bin_files"]
-    x, y = bins.load_features(Path(args.features) / f"{split}.npz", feature_type)
+    features = Path(args.features) / f"{split}.npz"
+    x, y = bins.load_features(features, feature_type)
     metrics_path = args.metrics or "metrics/bins.json"
     plot_path = args.plot or "plots/confusion.png"
     with atomic_path(args.bin_file_path) as folder, atomic_path(metrics_path) as m, atomic_path(plot_path) as p:
-        v, float_accuracy = bins.make_bins(folder, model, x, y, feature_type, num, cfg["max_accuracy_gap"], onnxruntime)
+        v, float_accuracy = bins.make_bins(folder, model, x, y, feature_type, num, cfg["max_accuracy_gap"],
+                                                onnxruntime, source=str(features))
         write_outputs(v, m, p, float_accuracy)
     report(v, float_accuracy)
 

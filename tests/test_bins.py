@@ -88,11 +88,11 @@ def test_round_trip_is_byte_identical(finn_fixture, features_dir, tmp_path):
 
     # again over the existing folder, with a stale file: replaced as a whole, same bytes
     (ours / "stale.bin").write_bytes(b"x")
-    before = (tmp_path / "bins.json").read_bytes()
+    before = [(tmp_path / f).read_bytes() for f in ("bins.json", "confusion.png")]
     r = run(*make_args(tmp_path, finn_fixture, features_dir, "--num_bin_files", 200), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert not (ours / "stale.bin").exists()
-    assert (tmp_path / "bins.json").read_bytes() == before
+    assert [(tmp_path / f).read_bytes() for f in ("bins.json", "confusion.png")] == before
 
 
 def test_more_files_than_samples_writes_all_with_warning(finn_fixture, features_dir, tmp_path):
@@ -153,7 +153,8 @@ def test_features_of_wrong_shape(finn_fixture, tmp_path):
     np.savez(feats / "test.npz", x=np.zeros((4, 49, 40), np.float32), y=np.zeros(4, np.int64), feature_type="mfcc")
     r = run(*make_args(tmp_path, finn_fixture, feats), cwd=tmp_path)
     assert r.returncode == 1
-    assert r.stderr.strip().splitlines() == ["error: features: samples of shape (49, 40) do not fit the model input (1, 10, 49)"]
+    assert r.stderr.strip().splitlines() == [
+        f"error: {feats / 'test.npz'}: samples of shape (49, 40) do not fit the model input (1, 10, 49)"]
     assert not (tmp_path / "bins").exists()
 
 
@@ -217,3 +218,36 @@ def test_own_brevitas_model_round_trip(tmp_path, exporter):
         want = net(torch.from_numpy(input_quant(model).dequantize(q))).numpy()
     assert (bins.predict(want)[0] == v.predictions).all()
     assert v.ties == bins.predict(want)[1]
+
+
+def test_td_samples_files_are_int16(tmp_path):
+    """A hand-built QONNX model on raw audio (1, 1, 16000): files are int16, 32000 bytes."""
+    rng = np.random.default_rng(1)
+    inits = [
+        helper.make_tensor("s", TensorProto.FLOAT, [], [1.0 / 128]),
+        helper.make_tensor("z", TensorProto.FLOAT, [], [0.0]),
+        helper.make_tensor("b", TensorProto.FLOAT, [], [8.0]),
+        helper.make_tensor("w", TensorProto.FLOAT, [16000, 12], rng.normal(size=16000 * 12).astype(np.float32)),
+    ]
+    nodes = [
+        helper.make_node("Quant", ["x", "s", "z", "b"], ["xq"], domain="qonnx.custom_op.general",
+                         signed=1, narrow=1, rounding_mode="ROUND"),
+        helper.make_node("Flatten", ["xq"], ["f"]),
+        helper.make_node("MatMul", ["f", "w"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "td", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 16000])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 12])], inits)
+    path = tmp_path / "td.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                      helper.make_opsetid("qonnx.custom_op.general", 1)]), path)
+    model = bins.load_model(path)
+    x = rng.uniform(-1.2, 1.2, (20, 16000, 1)).astype(np.float32)
+    y = rng.integers(0, 12, 20)
+    with atomic_path(tmp_path / "bins") as out:
+        v, float_accuracy = bins.make_bins(out, model, x, y, "td_samples", 20, 0.0, onnxruntime=True)
+    assert v.accuracy == float_accuracy
+    files = sorted((tmp_path / "bins").glob("*.bin"))
+    assert len(files) == 20 and {f.stat().st_size for f in files} == {32000}
+    q = np.fromfile(tmp_path / "bins" / v.names[0], dtype=np.int16)
+    assert q.min() == -127 and q.max() == 127  # clipped to the 8-bit narrow range, stored as int16
+    assert np.array_equal(q, np.clip(np.round(x[0, :, 0] * 128), -127, 127))

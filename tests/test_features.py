@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from kws.features import FeatureConfig, extract, noise_plan, save_npz
+from kws.common import save_npz
+from kws.features import FeatureConfig, extract, noise_plan
 
 REPO = Path(__file__).resolve().parents[1]
 S = 16000

@@ -1,7 +1,6 @@
 """The DVC pipeline end to end on the tiny profile: real `dvc repro` in a temporary git repo."""
 import json
 
-import pytest
 import yaml
 
 from pipeline_repo import ALL_STAGES, FIRST_RUN, dvc, make_tiny_repo, out_hashes, stages_run

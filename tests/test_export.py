@@ -1,0 +1,137 @@
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from kws import train as T
+from kws.common import KwsError, load_params
+from kws.export import compare, export_checked, latest_local_state, model_from_state, run_export
+from kws.qonnx_model import input_quant, load_qonnx
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = load_params(REPO / "params.yaml")
+
+
+def make_blobs(folder: Path, n_train=1200, n_eval=360, seed=1) -> Path:
+    """One Gaussian blob per class in (N, 49, 10): learnable in a couple of epochs (see test_train)."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 3, (12, 49, 10)).astype(np.float32)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("validation", n_eval), ("test", n_eval)):
+        y = rng.integers(0, 12, n)
+        np.savez(folder / f"{split}.npz", x=(centers[y] + rng.normal(0, 6, (n, 49, 10))).astype(np.float32), y=y)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    features = make_blobs(root / "features")
+    params = copy.deepcopy(PARAMS)
+    params["train"].update(epochs=2, batch_size=128, lr=2e-3)
+    train_metrics = T.run_local(params, features, root / "checkpoints", root / "metrics/train.json",
+                                root / "plots/train.csv", progress=False)
+    out = root / "training_checkpoint/QONNX_model.onnx"
+    metrics = run_export(params, features, out, root / "metrics/export.json", ckpt_dir=root / "checkpoints")
+    return {"root": root, "features": features, "params": params, "out": out, "metrics": metrics,
+            "train_metrics": train_metrics}
+
+
+def test_export_check_passes_and_metrics(trained):
+    m = trained["metrics"]
+    assert json.loads((trained["root"] / "metrics/export.json").read_text()) == m
+    assert m["max_abs_logit_diff"] <= 1e-4 and m["argmax_agreement"] == 1.0 and m["check_samples"] == 360
+    # the QONNX model scores like the Brevitas model it came from (same argmax on all but rare ties)
+    assert abs(m["qonnx_test_accuracy"] - trained["train_metrics"]["test_accuracy"]) <= 2 / 360
+    assert m["qonnx_test_accuracy"] > 0.3  # well above chance (1/12) after 2 epochs on the blobs
+
+
+def test_exported_graph_structure(trained):
+    model = load_qonnx(trained["out"])
+    assert model.get_tensor_shape(model.graph.input[0].name) == [1, 1, 10, 49]
+    assert model.get_tensor_shape(model.graph.output[0].name) == [1, 12]
+    iq = input_quant(model)
+    assert (iq.bit_width, iq.signed, iq.narrow, iq.zero_point) == (8, True, True, 0.0)
+    assert iq.scale == pytest.approx(trained["train_metrics"]["input_scale"], rel=1e-6)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("MatMul") == 4 and ops.count("BatchNormalization") == 3 and ops.count("Relu") == 3
+    weight_quants = [n for n in model.graph.node if n.op_type == "Quant" and model.get_initializer(n.input[0]) is not None]
+    act_quants = [n for n in model.graph.node if n.op_type == "Quant" and model.find_producer(n.input[0]) is not None
+                  and model.find_producer(n.input[0]).op_type == "Relu"]
+    assert len(weight_quants) == 4 and len(act_quants) == 3
+    for n in weight_quants + act_quants:
+        assert float(model.get_initializer(n.input[3])) == 3.0
+    assert {a.name: a.i for a in act_quants[0].attribute if a.name in ("signed", "narrow")} == {"signed": 0, "narrow": 0}
+
+
+def test_export_is_deterministic(trained, tmp_path):
+    state, _ = latest_local_state(trained["root"] / "checkpoints")
+    model, _ = model_from_state(state, trained["params"]["model"], "ckpt")
+    x = T.load_features(trained["features"]).x["validation"][:64].numpy()
+    export_checked(model, tmp_path / "again.onnx", x, 1e-4)
+    assert (tmp_path / "again.onnx").read_bytes() == trained["out"].read_bytes()
+
+
+def test_tampered_onnx_fails_the_check(trained, tmp_path):
+    proto = onnx.load(trained["out"])
+    init = next(i for i in proto.graph.initializer if numpy_helper.to_array(i).ndim == 2 and numpy_helper.to_array(i).shape[1] == 490)
+    w = numpy_helper.to_array(init).copy()
+    w[:, :245] *= -1  # flip half of the first layer's weights
+    init.CopyFrom(numpy_helper.from_array(w, init.name))
+    onnx.save(proto, tmp_path / "tampered.onnx")
+    state, _ = latest_local_state(trained["root"] / "checkpoints")
+    model, _ = model_from_state(state, None, "ckpt")
+    x = T.load_features(trained["features"]).x["validation"].numpy()
+    assert compare(load_qonnx(trained["out"]), model, x, 1e-4)["argmax_agreement"] == 1.0
+    with pytest.raises(KwsError, match="does not match the Brevitas model"):
+        compare(load_qonnx(tmp_path / "tampered.onnx"), model, x, 1e-4)
+
+
+def test_mismatch_writes_nothing(trained, tmp_path):
+    state, _ = latest_local_state(trained["root"] / "checkpoints")
+    model, _ = model_from_state(state, None, "ckpt")
+    other, _ = model_from_state(state, None, "ckpt")
+    with torch.no_grad():
+        other.features[3].weight.mul_(-1)  # the Brevitas weights changed after export
+    x = T.load_features(trained["features"]).x["validation"][:128].numpy()
+    with pytest.raises(KwsError, match="nothing written"):
+        export_checked(model, tmp_path / "out.onnx", x, 1e-4, reference=other)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_checkpoint_of_another_architecture(trained, tmp_path):
+    params = copy.deepcopy(trained["params"])
+    params["model"]["hidden_layers"] = [128]
+    with pytest.raises(KwsError, match="model.hidden_layers"):
+        run_export(params, trained["features"], tmp_path / "m.onnx", tmp_path / "e.json",
+                   ckpt_dir=trained["root"] / "checkpoints")
+    state, _ = latest_local_state(trained["root"] / "checkpoints")
+    state = dict(state, model={k: v for k, v in state["model"].items() if "features.15" not in k})
+    with pytest.raises(KwsError, match="do not fit"):
+        model_from_state(state, None, "ckpt")
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "e.json").exists()
+
+
+def test_bad_inputs(trained, tmp_path):
+    with pytest.raises(KwsError, match="no complete training checkpoint"):
+        run_export(trained["params"], trained["features"], tmp_path / "m.onnx", tmp_path / "e.json", ckpt_dir=tmp_path)
+    bad = copy.deepcopy(trained["params"])
+    bad["export"]["atol"] = -1
+    with pytest.raises(KwsError, match="export.atol"):
+        run_export(bad, trained["features"], tmp_path / "m.onnx", tmp_path / "e.json", ckpt_dir=tmp_path)
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x/state.pt").write_bytes(b"not torch")
+    (tmp_path / "x/metadata.json").write_text('{"steps_completed": 1}')
+    r = subprocess.run([sys.executable, str(REPO / "scripts/export_training_checkpoint.py"), "--params",
+                        str(REPO / "params.yaml"), "--checkpoints", str(tmp_path), "--features", str(trained["features"]),
+                        "--out", str(tmp_path / "m.onnx"), "--metrics", str(tmp_path / "e.json")],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.startswith("error: ") and "not a training checkpoint" in r.stderr
+    assert r.stderr.strip().count("\n") == 0
