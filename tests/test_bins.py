@@ -144,7 +144,8 @@ def test_model_without_input_quant(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
     r = run("validate", "--bin_file_path", tmp_path, "--model", path, "--params", REPO / "params.yaml", cwd=tmp_path)
     assert r.returncode == 1
-    assert r.stderr.strip().splitlines() == [f"error: {path}: model input 'global_in' feeds Flatten, not one Quant node"]
+    assert r.stderr.strip().splitlines() == [
+        f"error: {path}: model input 'global_in' feeds Flatten, not one Quant node"]
 
 
 def test_features_of_wrong_shape(finn_fixture, tmp_path):

@@ -1,0 +1,90 @@
+"""Training-time augmentation of feature batches (N, 1, coeffs, frames), vectorised in torch.
+
+A model trained on synthetic speech overfits the synthesisers' too-clean, too-regular spectra;
+SpecAugment-style masks (whole frames, whole coefficients) and time shifts make it rely on more
+of the word. Every draw comes from the caller's torch.Generator: the same generator state gives
+the same batch, so training stays reproducible and resumable. Masked cells take the clip's own
+mean of that coefficient (a neutral value: MFCC c0 of silence is far from 0)."""
+from __future__ import annotations
+
+import torch
+
+from kws.common import KwsError
+
+# key -> (default, kind, lower bound); defaults are "off" so a params file without the section
+# trains exactly as before
+KEYS = {
+    "enabled": (False, bool, None),
+    "time_masks": (0, int, 0),          # masks per clip along frames
+    "time_mask_width": (0, int, 0),     # each 0..width frames wide
+    "coeff_masks": (0, int, 0),         # masks per clip along coefficients
+    "coeff_mask_width": (0, int, 0),    # each 0..width coefficients wide
+    "max_shift": (0, int, 0),           # frames, uniform in [-max_shift, max_shift], edges repeated
+    "probability": (1.0, float, 0.0),   # share of clips that are augmented at all
+}
+
+
+def check_params(p: dict | None) -> dict:
+    """The `train.augment:` section with defaults filled in; every bad value names its key."""
+    p = dict(p or {})
+    unknown = sorted(set(p) - set(KEYS))
+    if unknown:
+        raise KwsError(f"params train.augment: unknown key {unknown[0]!r} (expected some of {', '.join(KEYS)})")
+    out = {}
+    for key, (default, kind, low) in KEYS.items():
+        v = p.get(key, default)
+        if kind is bool:
+            ok = isinstance(v, bool)
+        elif kind is int:
+            ok = isinstance(v, int) and not isinstance(v, bool) and v >= low
+        else:
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0
+        if not ok:
+            what = {bool: "true or false", int: f"an integer >= {low}", float: "a number in [0, 1]"}[kind]
+            raise KwsError(f"params train.augment.{key}: expected {what}, got {v!r}")
+        out[key] = kind(v)
+    return out
+
+
+def _band_mask(n: int, length: int, count: int, max_width: int, gen: torch.Generator) -> torch.Tensor:
+    """(n, length) bool: the union of `count` bands per row, each 0..max_width wide at a uniform start."""
+    if count == 0 or max_width == 0:
+        return torch.zeros(n, length, dtype=torch.bool)
+    max_width = min(max_width, length)
+    width = torch.randint(0, max_width + 1, (n, count, 1), generator=gen)
+    start = (torch.rand(n, count, 1, generator=gen) * (length - width + 1)).floor().long()
+    pos = torch.arange(length).view(1, 1, length)
+    return ((pos >= start) & (pos < start + width)).any(dim=1)
+
+
+def time_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Shift every clip by its own whole number of frames; frames shifted in repeat the edge frame."""
+    if max_shift == 0:
+        return x
+    n, frames = x.shape[0], x.shape[-1]
+    shift = torch.randint(-max_shift, max_shift + 1, (n, 1), generator=gen)
+    idx = (torch.arange(frames).view(1, frames) - shift).clamp(0, frames - 1)
+    return x.gather(-1, idx.view(n, 1, 1, frames).expand_as(x))
+
+
+def mask(x: torch.Tensor, time_masks: int, time_width: int, coeff_masks: int, coeff_width: int,
+         gen: torch.Generator) -> torch.Tensor:
+    """SpecAugment-style frame and coefficient masks, filled with each clip's coefficient mean."""
+    n, _, coeffs, frames = x.shape
+    t = _band_mask(n, frames, time_masks, time_width, gen).view(n, 1, 1, frames)
+    c = _band_mask(n, coeffs, coeff_masks, coeff_width, gen).view(n, 1, coeffs, 1)
+    return torch.where(t | c, x.mean(dim=-1, keepdim=True), x)
+
+
+def augment(x: torch.Tensor, cfg: dict, gen: torch.Generator) -> torch.Tensor:
+    """A new augmented batch (x is left untouched); cfg from check_params."""
+    if not cfg["enabled"]:
+        return x
+    if x.ndim != 4:
+        raise KwsError(f"augment: expected a batch (N, 1, coeffs, frames), got shape {tuple(x.shape)}")
+    y = time_shift(x, cfg["max_shift"], gen)
+    y = mask(y, cfg["time_masks"], cfg["time_mask_width"], cfg["coeff_masks"], cfg["coeff_mask_width"], gen)
+    if cfg["probability"] < 1.0:
+        keep = torch.rand(x.shape[0], generator=gen) >= cfg["probability"]
+        y = torch.where(keep.view(-1, 1, 1, 1), x, y)
+    return y
