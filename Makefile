@@ -49,6 +49,11 @@ sweep: setup
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH dvc queue start
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) scripts/compare_experiments.py --wait
 
+# hls4ml's C++ emulation of the exported model against qonnx, on the BIN files (g++, no Vivado).
+hls4ml-check: setup
+	$(DVC) repro bins
+	$(PY) scripts/hls4ml_check.py --params params.yaml --enabled true --model training_checkpoint/QONNX_model.onnx --bin_file_path kws_bin_files --metrics metrics/hls4ml.json
+
 test: setup
 	$(PY) -m pytest -q
 

@@ -1,0 +1,38 @@
+"""Score our exported QONNX model on real speech: the FINN fixture's 200 BIN files.
+
+The BIN files are MLPerf MFCC features of real Speech Commands test clips, quantized with the
+fixture model's input quantizer: they are dequantized with THAT quantizer, then run through our
+model (which re-quantizes with its own). 200 clips: +-3 points is noise."""
+import argparse
+import json
+import os
+import sys
+
+from kws.common import atomic_path, run_cli
+from kws.real_speech import check_real_speech
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", default="training_checkpoint/QONNX_model.onnx")
+    ap.add_argument("--bin_dir", required=True, help="folder with tst_*.bin and y_labels.csv")
+    ap.add_argument("--fixture_model", required=True, help="QONNX model whose input Quant made the BIN files")
+    ap.add_argument("--metrics", default="metrics/real_speech.json")
+    ap.add_argument("--plot", default="plots/real_speech_confusion.png")
+    args = ap.parse_args()
+    if not (os.path.isfile(args.fixture_model) and os.path.isdir(args.bin_dir)):
+        note = f"real-speech fixture not found ({args.fixture_model}, {args.bin_dir})"
+        if os.environ.get("CI", "").lower() == "true":
+            print(f"error: {note}; it is required under CI", file=sys.stderr)
+            sys.exit(1)
+        print(f"note: {note}: skipped")
+        with atomic_path(args.metrics) as tmp:
+            tmp.write_text(json.dumps({"skipped": note}, indent=2) + "\n")
+        return
+    out = check_real_speech(args.model, args.bin_dir, args.fixture_model, args.metrics, args.plot)
+    print(f"real speech: {out['correct']}/{out['num_files']} = {out['accuracy']:.3f} "
+          f"(200 clips: +-3 points is noise)")
+
+
+if __name__ == "__main__":
+    run_cli(main)
