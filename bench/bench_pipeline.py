@@ -36,12 +36,12 @@ def main():
         params["bins"]["num_bin_files"] = max(1, params["bins"]["num_bin_files"] // 2)
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         bins_only, rerun = timed(lambda: dvc(repo, "repro"))
-        assert stages_run(rerun.stdout) == ["bins"], rerun.stdout
+        assert stages_run(rerun.stdout) == ["bins", "hls4ml"], rerun.stdout
     print(f"### Pipeline ({args.profile} profile, 2 cores)\n")
     print("| measurement | seconds | target |\n|---|---|---|")
     print(f"| full `dvc repro` ({', '.join(stages_run(result.stdout))}) | {full:.1f} | <= 600 |")
     print(f"| no-op `dvc repro` (median of {args.noop_runs}) | {statistics.median(noop):.2f} | <= 2 |")
-    print(f"| rerun of `bins` after a bins param change | {bins_only:.1f} | |")
+    print(f"| rerun of `bins` (+ the disabled hls4ml check) after a bins param change | {bins_only:.1f} | |")
 
 
 if __name__ == "__main__":

@@ -32,14 +32,15 @@ def test_nothing_reruns_when_nothing_changed(tiny_repo):
 
 
 def test_bins_param_reruns_only_bins(tiny_repo):
+    """...and the optional hls4ml check of the bins (disabled here: it only writes its note)."""
     set_param(tiny_repo, "bins", "num_bin_files", 40)
-    assert stages_run(dvc(tiny_repo, "repro").stdout) == ["bins"]
+    assert stages_run(dvc(tiny_repo, "repro").stdout) == ["bins", "hls4ml"]
     assert len(list((tiny_repo / "kws_bin_files").glob("tst_*.bin"))) == 40
 
 
 def test_model_param_reruns_train_export_bins(tiny_repo):
     set_param(tiny_repo, "model", "hidden_layers", [64, 64, 64])
-    assert stages_run(dvc(tiny_repo, "repro").stdout) == ["train", "export", "bins"]
+    assert stages_run(dvc(tiny_repo, "repro").stdout) == ["train", "export", "bins", "hls4ml"]
 
 
 def test_forced_rerun_in_a_fresh_clone_is_bit_identical(tiny_repo, tmp_path):
