@@ -18,7 +18,7 @@ TINY_PARAMS = {
     "synthetic": {"num_speakers": 12, "noise_seconds": 5, "test_silence_clips": 8, "test_unknown_clips": 8},
     "train": {"epochs": 3},
     "export": {"check_samples": 64},
-    "bins": {"num_bin_files": 60},
+    "bins": {"num_bin_files": 20},
 }
 
 

@@ -17,7 +17,7 @@ def set_param(repo, section, key, value):
 def test_outputs_and_metrics_exist(tiny_repo):
     assert (tiny_repo / "training_checkpoint" / "QONNX_model.onnx").is_file()
     bins = sorted((tiny_repo / "kws_bin_files").glob("tst_*.bin"))
-    assert len(bins) == 60
+    assert len(bins) == 20
     metrics = json.loads(dvc(tiny_repo, "metrics", "show", "--json").stdout)
     assert metrics, "dvc metrics show returned nothing"
     shown = dvc(tiny_repo, "metrics", "show").stdout
@@ -33,9 +33,9 @@ def test_nothing_reruns_when_nothing_changed(tiny_repo):
 
 def test_bins_param_reruns_only_bins(tiny_repo):
     """...and the optional hls4ml check of the bins (disabled here: it only writes its note)."""
-    set_param(tiny_repo, "bins", "num_bin_files", 40)
+    set_param(tiny_repo, "bins", "num_bin_files", 10)
     assert stages_run(dvc(tiny_repo, "repro").stdout) == ["bins", "hls4ml"]
-    assert len(list((tiny_repo / "kws_bin_files").glob("tst_*.bin"))) == 40
+    assert len(list((tiny_repo / "kws_bin_files").glob("tst_*.bin"))) == 10
 
 
 def test_model_param_reruns_train_export_bins(tiny_repo):
