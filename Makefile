@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 DVC := $(VENV)/bin/dvc
-DEBIAN_PACKAGES := espeak-ng ffmpeg
+DEBIAN_PACKAGES := espeak-ng ffmpeg flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
 # torch==2.13.0+cpu comes from PyTorch's CPU index, unless pip's configured wheel folder has it
 TORCH_INDEX ?= $(if $(wildcard /opt/wheels/torch-2.13.0+cpu*),,https://download.pytorch.org/whl/cpu)
 

@@ -54,7 +54,8 @@ FESTIVAL_VOICE_PACKAGE = {"kal_diphone": "festvox-kallpc16k", "ked_diphone": "fe
 INTONATIONS = ("", ".", "?", "!")  # statement / question / exclamation prosody, per take
 TAKE_JITTER = 0.06  # per-take log-uniform jitter of pitch and rate around the speaker's own
 DEFAULTS = {"engines": {"espeak": 1.0}, "pitch_range": [0.75, 1.35], "rate_range": [0.8, 1.25],
-            "formant_range": [0.9, 1.12], "intonation": True}
+            "formant_range": [0.9, 1.12], "intonation": True, "channel_tilt_db": [0.0, 0.0],
+            "channel_ripple_db": 0.0, "noise_floor_db": [-60.0, -40.0]}
 # tfds puts the silence cut from running_tap.wav into validation, the rest into train.
 NOISE_KINDS = ("white_noise", "pink_noise", "brown_noise", "electric_hum", "running_tap", "babble")
 BABBLE_WORDS = ("the", "and", "that", "have", "with", "this", "from", "they", "would", "there",
@@ -89,6 +90,14 @@ def check_params(cfg: dict) -> dict:
         if not (isinstance(r, (list, tuple)) and len(r) == 2 and all(isinstance(v, (int, float)) for v in r)
                 and 0.5 <= r[0] <= r[1] <= 2.0):
             raise KwsError(f"params synthetic.{key}: expected [low, high] with 0.5 <= low <= high <= 2, got {r!r}")
+    for key, lo, hi in (("channel_tilt_db", -12, 12), ("noise_floor_db", -120, 0)):
+        r = cfg[key]
+        if not (isinstance(r, (list, tuple)) and len(r) == 2 and all(isinstance(v, (int, float)) for v in r)
+                and lo <= r[0] <= r[1] <= hi):
+            raise KwsError(f"params synthetic.{key}: expected [low, high] with {lo} <= low <= high <= {hi}, got {r!r}")
+    r = cfg["channel_ripple_db"]
+    if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r <= 12:
+        raise KwsError(f"params synthetic.channel_ripple_db: expected a number in [0, 12], got {r!r}")
     if not isinstance(cfg["intonation"], bool):
         raise KwsError(f"params synthetic.intonation: expected true or false, got {cfg['intonation']!r}")
     return cfg
@@ -215,16 +224,13 @@ def synthesize(engine: str, voice: str, items: list[tuple[str, float, float]]) -
                     cmd += ["--setf", f"int_f0_target_mean={default_f0 * pitch:.2f}"]
                 _run_tts(cmd + ["-t", text, "-o", path], f"flite -voice {voice}")
         elif engine == "festival":
-            lines = [f"(voice_{voice})"]
-            for (text, pitch, rate), path in zip(items, paths):
-                if default_f0:  # the diphone voices' linear-regression intonation model
-                    lines.append(f"(set! int_lr_params '((target_f0_mean {default_f0 * pitch:.2f}) "
-                                 f"(target_f0_std {14 * pitch:.2f}) (model_f0_mean 170) (model_f0_std 34)))")
-                lines.append(f"(Parameter.set 'Duration_Stretch {rate:.4f})")
-                lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{text}")) "{path}" \'riff)')
-            script = Path(tmp) / "script.scm"
-            script.write_text("\n".join(lines) + "\n")
-            _run_tts(["festival", "-b", str(script)], f"festival voice {voice} ({FESTIVAL_VOICE_PACKAGE[voice]})")
+            try:
+                _festival(voice, items, paths, Path(tmp) / "script.scm")
+            except KwsError:
+                # festival 2.5 sometimes corrupts its heap over a long script (the same script
+                # every time); one process per item gives the same audio, only slower
+                for item, path in zip(items, paths):
+                    _festival_one(voice, item, path, Path(tmp) / "script.scm")
         else:
             raise KwsError(f"unknown engine {engine}")
         for path in paths:
@@ -232,6 +238,32 @@ def synthesize(engine: str, voice: str, items: list[tuple[str, float, float]]) -
                 raise KwsError(f"{engine} voice {voice}: wrote no audio (is {ENGINE_PACKAGES[engine]} installed?)")
             out.append(_read_wav_bytes(Path(path).read_bytes(), f"{engine} voice {voice}"))
     return out
+
+
+def _festival(voice: str, items: list[tuple[str, float, float]], paths: list[str], script: Path) -> None:
+    default_f0 = ENGINE_VOICES["festival"][voice]
+    lines = [f"(voice_{voice})"]
+    for (text, pitch, rate), path in zip(items, paths):
+        if default_f0:  # the diphone voices' linear-regression intonation model
+            lines.append(f"(set! int_lr_params '((target_f0_mean {default_f0 * pitch:.2f}) "
+                         f"(target_f0_std {14 * pitch:.2f}) (model_f0_mean 170) (model_f0_std 34)))")
+        lines.append(f"(Parameter.set 'Duration_Stretch {rate:.4f})")
+        lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{text}")) "{path}" \'riff)')
+    script.write_text("\n".join(lines) + "\n")
+    _run_tts(["festival", "-b", str(script)], f"festival voice {voice} ({FESTIVAL_VOICE_PACKAGE[voice]})")
+
+
+def _festival_one(voice: str, item: tuple[str, float, float], path: str, script: Path) -> None:
+    """One item; if festival crashes on it (ked_diphone does on e.g. "on." at a low pitch and a
+    slow rate), the same word without punctuation, then at the voice's own pitch and rate."""
+    text, pitch, rate = item
+    bare = text.rstrip("".join(INTONATIONS))
+    for attempt in (item, (bare, pitch, rate), (bare, 1.0, 1.0)):
+        try:
+            return _festival(voice, [attempt], [path], script)
+        except KwsError as e:
+            error = e
+    raise error
 
 
 def check_engines(engines: list[str]) -> None:
@@ -319,23 +351,36 @@ def write_wav(path: Path, audio: np.ndarray, rate: int = SAMPLE_RATE) -> None:
         w.writeframes(audio.astype("<i2").tobytes())
 
 
-def place(x: np.ndarray, rate: int, formant: float, rng: np.random.Generator) -> np.ndarray:
-    """Engine output -> one 16 kHz take: formants scaled by resampling, trimmed, squeezed into
-    1 s if too long, at a random offset and gain, over a mic's noise floor."""
+def channel(x: np.ndarray, rng: np.random.Generator, tilt_db: tuple[float, float], ripple_db: float) -> np.ndarray:
+    """A random microphone/room colouring: a spectral tilt (dB per octave around 1 kHz) plus a few
+    smooth ripples across octaves. Synthesisers are brighter and flatter than real recordings."""
+    n = len(x)
+    octave = np.log2(np.maximum(np.fft.rfftfreq(n, 1 / SAMPLE_RATE), 62.5) / 1000)
+    gain = rng.uniform(*tilt_db) * octave
+    for _ in range(3):
+        gain += rng.uniform(-ripple_db, ripple_db) * np.cos(2 * np.pi * octave / rng.uniform(1, 4) + rng.uniform(0, 2 * np.pi))
+    return np.fft.irfft(np.fft.rfft(x) * 10 ** (gain / 20), n)
+
+
+def place(x: np.ndarray, rate: int, formant: float, rng: np.random.Generator, cfg: dict) -> np.ndarray:
+    """Engine output -> one 16 kHz take: formants scaled by resampling, coloured, trimmed, squeezed
+    into 1 s if too long, at a random offset and gain, over a noise floor (dB re the peak)."""
     # reading `rate` Hz audio as if it were rate * formant Hz scales every frequency by `formant`
     x = trim(resample(x, int(round(rate * formant / 100)) * 100, SAMPLE_RATE))
     if len(x) > SAMPLE_RATE:  # a slow speaker saying "backward": speed it up to fit
         x = trim(resample(x, -(-len(x) // 100) * 100 + 200, SAMPLE_RATE))
+    x = channel(x, rng, cfg["channel_tilt_db"], cfg["channel_ripple_db"])
     x = x / np.abs(x).max() * rng.uniform(0.1, 0.9)
     out = np.zeros(SAMPLE_RATE)
     start = rng.integers(0, SAMPLE_RATE - len(x) + 1)
     out[start:start + len(x)] = x
-    out += rng.normal(0, rng.uniform(3e-4, 2e-3), SAMPLE_RATE)
+    floor = np.abs(x).max() * 10 ** (rng.uniform(*cfg["noise_floor_db"]) / 20)
+    out += rng.normal(0, floor, SAMPLE_RATE)
     return to_int16(out)
 
 
 def speaker_takes(speaker: Speaker, words: list[str], takes: int, seed: int, sid: str,
-                  intonation: bool = True) -> dict[tuple[str, int], np.ndarray]:
+                  cfg: dict) -> dict[tuple[str, int], np.ndarray]:
     """All takes of `words` by one speaker; each take's randomness comes from its own stream."""
     keys = [(w, t) for w in words for t in range(takes)]
     rngs = {k: _rng(seed, sid, *k) for k in keys}
@@ -343,10 +388,10 @@ def speaker_takes(speaker: Speaker, words: list[str], takes: int, seed: int, sid
     for w, t in keys:
         rng = rngs[(w, t)]
         jitter = np.exp(rng.uniform(-TAKE_JITTER, TAKE_JITTER, 2))
-        mark = INTONATIONS[rng.integers(len(INTONATIONS))] if intonation else ""
+        mark = INTONATIONS[rng.integers(len(INTONATIONS))] if cfg["intonation"] else ""
         items.append((w + mark, speaker.pitch * jitter[0], speaker.rate * jitter[1]))
     audio = synthesize(speaker.engine, speaker.voice, items)
-    return {k: place(x, rate, speaker.formant, rngs[k]) for k, (x, rate) in zip(keys, audio)}
+    return {k: place(x, rate, speaker.formant, rngs[k], cfg) for k, (x, rate) in zip(keys, audio)}
 
 
 # ---------------------------------------------------------------- noise
@@ -405,8 +450,8 @@ def _rng(seed: int, *keys) -> np.random.Generator:
 
 
 def _make_speaker(task) -> None:
-    root, seed, sid, speaker, takes, intonation = task
-    for (word, take), audio in speaker_takes(speaker, list(ALL_WORDS), takes, seed, sid, intonation).items():
+    root, seed, sid, speaker, takes, cfg = task
+    for (word, take), audio in speaker_takes(speaker, list(ALL_WORDS), takes, seed, sid, cfg).items():
         write_wav(Path(root) / "train" / word / f"{sid}_nohash_{take}.wav", audio)
 
 
@@ -446,7 +491,7 @@ def build_corpus(out: str | Path, cfg: dict, seed: int, workers: int = 2) -> dic
         train = tmp / "train"
         # slow festival speakers first: the pool's tail is then short espeak/flite tasks
         order = sorted(speakers, key=lambda s: (speakers[s].engine != "festival", s))
-        tasks = [(str(tmp), seed, sid, speakers[sid], takes, cfg["intonation"]) for sid in order]
+        tasks = [(str(tmp), seed, sid, speakers[sid], takes, cfg) for sid in order]
         _run(_make_speaker, tasks, workers, "speakers", "speaker")
         _run(_make_noise, [(str(tmp), seed, k, cfg["noise_seconds"]) for k in NOISE_KINDS], workers, "noise")
         _run(_make_silence, [(str(tmp), seed, i) for i in range(int(cfg["test_silence_clips"]))],

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -190,12 +191,15 @@ def train(
     hp: dict,
     data: Splits,
     *,
+    local_dir: str | os.PathLike | None = None,
     epoch_end: Callable[[int], None] | None = None,
-    keep_last_only: bool = True,
     progress: bool = True,
 ) -> tuple[nn.Module, dict, list[dict]]:
     """Train (or resume) to hp['train']['epochs']; returns (model in eval mode, final metrics, history).
 
+    Off-cluster, `local_dir` is the context's checkpoint storage folder: the latest matching
+    checkpoint there is resumed and only the newest one is kept. On a cluster the master says
+    which checkpoint to resume and the experiment's GC policy decides what is kept.
     `epoch_end(epoch)` runs after each epoch's checkpoint (tests use it to interrupt)."""
     tp = check_train_params(hp.get("train"))
     mp = hp.get("model") or {}
@@ -217,10 +221,8 @@ def train(
     start = 0
 
     info = getattr(core_context, "info", None)
-    local_dir = None if info is not None else getattr(core_context.checkpoint._storage_manager, "_base_path", None)
     if info is not None:
-        latest = info.latest_checkpoint
-        stale = []
+        latest, stale, local_dir = info.latest_checkpoint, [], None
     else:
         found = list_local_checkpoints(local_dir) if local_dir else []
         good = [c for c in found if c[2].get("fingerprint") == fp]
@@ -245,6 +247,7 @@ def train(
         gen.set_state(state["gen_rng"])
         history = state["history"]
         start = state["epoch"]
+        print(f"note: resuming from checkpoint {latest} after epoch {start}", file=sys.stderr)
     for _, sid, _ in stale:
         core_context.checkpoint.delete(sid)
 
@@ -271,7 +274,7 @@ def train(
             }
             meta = {"steps_completed": epoch + 1, "fingerprint": fp, "model_config": cfg.to_dict()}
             new_id = _save(core_context, state, meta)
-            if keep_last_only and local_dir:  # on a cluster, the experiment's GC policy decides
+            if local_dir:
                 for _, sid, _ in list_local_checkpoints(local_dir):
                     if sid != new_id:
                         core_context.checkpoint.delete(sid)
@@ -282,22 +285,35 @@ def train(
             return model, {}, history  # the cluster resumes us from the checkpoint just made
     bar.close()
 
-    val_loss, val_acc = evaluate(model, x["validation"], y["validation"], criterion)
-    test_loss, test_acc = evaluate(model, x["test"], y["test"], criterion)
-    metrics = {
+    return model, final_metrics(model, cfg, hp, data, (lo, hi), fp), history
+
+
+def final_metrics(model: nn.Module, cfg: ModelConfig, hp: dict, data: Splits, clip, fp: str) -> dict:
+    tp = check_train_params(hp.get("train"))
+    criterion = nn.CrossEntropyLoss(weight=class_weights(data.y["train"], tp["unknown_weight_divisor"]))
+    val_loss, val_acc = evaluate(model, data.x["validation"], data.y["validation"], criterion)
+    test_loss, test_acc = evaluate(model, data.x["test"], data.y["test"], criterion)
+    return {
         "epochs": tp["epochs"],
         "val_accuracy": val_acc,
         "val_loss": val_loss,
         "test_accuracy": test_acc,
         "test_loss": test_loss,
-        "input_scale": scale,
-        "input_clip_min": lo,
-        "input_clip_max": hi,
+        "input_scale": cfg.input_scale,
+        "input_clip_min": clip[0],
+        "input_clip_max": clip[1],
         "num_weights": num_weights(model),
-        "num_train": len(x["train"]),
+        "num_train": len(data.x["train"]),
         "fingerprint": fp,
     }
-    return model, metrics, history
+
+
+def outputs_from_state(state: dict, data: Splits) -> tuple[dict, list[dict]]:
+    """metrics/train.json and plots/train.csv content from a checkpoint (a cluster run's best)."""
+    cfg = ModelConfig.from_dict(state["model_config"])
+    model = build_model(cfg)
+    model.load_state_dict(state["model"])
+    return final_metrics(model.eval(), cfg, state["hp"], data, state["input_clip"], state["fingerprint"]), state["history"]
 
 
 # --- running it: local (in process) or as a trial on a cluster ---
@@ -326,7 +342,7 @@ def write_outputs(metrics: dict, history: list[dict], metrics_path, plots_path) 
 def run_local(params: dict, features_dir, ckpt_dir, metrics_path, plots_path, progress: bool = True) -> dict:
     data = load_features(features_dir)
     with local_context(ckpt_dir) as ctx:
-        _, metrics, history = train(ctx, recipe(params), data, progress=progress)
+        _, metrics, history = train(ctx, recipe(params), data, local_dir=ckpt_dir, progress=progress)
     write_outputs(metrics, history, metrics_path, plots_path)
     return metrics
 
@@ -339,7 +355,7 @@ def run_trial(features_dir) -> None:
     info = det.get_cluster_info()
     data = load_features(features_dir)
     with core.init() as ctx:
-        train(ctx, dict(info.trial.hparams), data, keep_last_only=False)
+        train(ctx, dict(info.trial.hparams), data)
 
 
 # --- a Determined cluster: the same train() submitted as an experiment ---
@@ -404,7 +420,6 @@ def check_master(master: str, timeout: float = 5.0) -> str:
 def submit(params: dict, master: str, repo: Path, template: Path, experiment_file: Path, wait: bool = True) -> int:
     import shutil
     import subprocess
-    import tempfile
 
     from determined.experimental import client
 
@@ -435,3 +450,14 @@ def submit(params: dict, master: str, repo: Path, template: Path, experiment_fil
         if "COMPLETED" not in str(state):
             raise KwsError(f"experiment {exp.id} ended in state {state}")
     return exp.id
+
+
+def write_cluster_outputs(experiment_file, features_dir, metrics_path, plots_path) -> dict:
+    """After a cluster run: the experiment's best checkpoint, evaluated here on the local features."""
+    from kws.export import download_experiment_state
+
+    with tempfile.TemporaryDirectory() as tmp:
+        state, _ = download_experiment_state(experiment_file, tmp)
+    metrics, history = outputs_from_state(state, load_features(features_dir))
+    write_outputs(metrics, history, metrics_path, plots_path)
+    return metrics

@@ -31,6 +31,8 @@ def main() -> None:
     master = os.environ.get("DET_MASTER") or (params.get("train") or {}).get("det_master")
     if master:
         train.submit(params, master, REPO, Path(args.template), Path(args.experiment_file), wait=not args.no_wait)
+        if not args.no_wait:
+            train.write_cluster_outputs(args.experiment_file, args.features, args.metrics, args.plots)
     else:
         m = train.run_local(params, args.features, args.checkpoints, args.metrics, args.plots)
         print(f"val accuracy {m['val_accuracy']:.4f}, test accuracy {m['test_accuracy']:.4f}, "

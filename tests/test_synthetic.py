@@ -1,4 +1,5 @@
-"""The espeak-ng corpus: real audio, Speech Commands layout, deterministic bytes."""
+"""The synthetic corpus: real TTS audio, Speech Commands layout, deterministic bytes."""
+import os
 import re
 import subprocess
 import sys
@@ -15,7 +16,9 @@ from kws.labels import ALL_WORDS, BACKGROUND_NOISE_DIR, KEYWORDS, OTHER_WORDS, S
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"num_speakers": 3, "takes_per_word": 2, "validation_fraction": 0.2, "test_fraction": 0.2,
-        "noise_seconds": 3, "test_silence_clips": 7, "test_unknown_clips": 5}
+        "noise_seconds": 3, "test_silence_clips": 7, "test_unknown_clips": 5,
+        "engines": {"espeak": 1, "flite": 1, "festival": 1},  # one speaker each
+        "channel_tilt_db": [-6, 2], "channel_ripple_db": 3, "noise_floor_db": [-75, -35]}
 NAME = re.compile(r"^([0-9a-f]{8})_nohash_(\d+)\.wav$")
 
 
@@ -41,17 +44,55 @@ def test_deterministic(corpus, tmp_path):
     assert _files(again) == _files(corpus)
 
 
-def test_seed_changes_corpus(tmp_path):
-    a, b = synthetic.select_speakers(20, 0), synthetic.select_speakers(20, 1)
-    assert a == synthetic.select_speakers(20, 0)
+def _cfg(**kw):
+    return synthetic.check_params({**TINY, **kw})
+
+
+def test_seed_changes_speakers():
+    cfg = _cfg(num_speakers=20)
+    a, b = synthetic.select_speakers(cfg, 0), synthetic.select_speakers(cfg, 1)
+    assert a == synthetic.select_speakers(cfg, 0)
     assert set(a) != set(b)
 
 
-def test_speakers_available():
-    synthetic.check_voices()  # every listed voice/variant really sounds different
-    pool = synthetic.all_speakers()
-    assert len(pool) >= 100
-    assert len({synthetic.speaker_id(s, 0) for s in pool}) == len(pool)
+def test_speakers_follow_engine_shares_and_ranges():
+    cfg = _cfg(num_speakers=1000, engines={"espeak": 0.5, "flite": 0.3, "festival": 0.2})
+    speakers = synthetic.select_speakers(cfg, 0)
+    engines = [s.engine for s in speakers.values()]
+    assert {e: engines.count(e) for e in set(engines)} == {"espeak": 500, "flite": 300, "festival": 200}
+    for e in ("flite", "festival"):  # every voice of an engine gets its share
+        voices = [s.voice for s in speakers.values() if s.engine == e]
+        assert set(voices) == set(synthetic.ENGINE_VOICES[e])
+        assert max(map(voices.count, set(voices))) - min(map(voices.count, set(voices))) <= 1
+    for key, attr in (("pitch_range", "pitch"), ("rate_range", "rate"), ("formant_range", "formant")):
+        v = np.array([getattr(s, attr) for s in speakers.values()])
+        lo, hi = cfg[key]
+        assert lo - 1e-3 <= v.min() and v.max() <= hi + 1e-3 and np.ptp(v) > 0.8 * (hi - lo)
+    assert synthetic.engine_counts({"a": 1, "b": 1, "c": 1}, 10) in ({"a": 4, "b": 3, "c": 3},)
+
+
+def test_engines_available():
+    synthetic.check_voices()  # every voice of every engine really synthesises, all different
+
+
+def test_formant_factor_scales_the_spectrum():
+    tone = np.sin(2 * np.pi * 1000 * np.arange(11025) / synthetic.ESPEAK_RATE)  # 1 kHz, 0.5 s
+    cfg = _cfg(channel_tilt_db=[0, 0], channel_ripple_db=0, noise_floor_db=[-120, -120])
+    for f in (0.9, 1.0, 1.15):
+        a = synthetic.place(tone, synthetic.ESPEAK_RATE, f, np.random.default_rng(0), cfg).astype(float)
+        peak_hz = np.argmax(np.abs(np.fft.rfft(a))) * synthetic.SAMPLE_RATE / len(a)
+        assert abs(peak_hz - 1000 * f) < 10
+        loud = np.flatnonzero(np.abs(a) > 0.5 * np.abs(a).max())
+        assert abs(loud[-1] - loud[0] - 8000 / f) < 100  # and it lasts 1/f as long
+
+
+def test_channel_tilts_the_spectrum():
+    x = np.random.default_rng(0).normal(size=16000)
+    y = synthetic.channel(x, np.random.default_rng(1), (-6, -6), 0.0)
+    p = np.abs(np.fft.rfft(y)) ** 2 / np.abs(np.fft.rfft(x)) ** 2
+    f = np.fft.rfftfreq(16000, 1 / 16000)
+    db = 10 * np.log10([p[(f > 450) & (f < 550)].mean(), p[(f > 3800) & (f < 4200)].mean()])
+    assert db[0] - db[1] == pytest.approx(18, abs=1)  # 3 octaves at -6 dB per octave
 
 
 def test_train_layout(corpus):
@@ -137,18 +178,23 @@ def test_resample_keeps_tone_rejects_alias():
         assert (np.abs(y[500:-500]).max() > 0.95) == passes
 
 
-def test_bad_params():
-    with pytest.raises(KwsError, match="num_speakers"):
-        synthetic.select_speakers(2, 0)
+@pytest.mark.parametrize("bad, key", [
+    ({"num_speakers": 2}, "num_speakers"), ({"engines": {"espeak": 1, "pico": 1}}, "engines"),
+    ({"engines": {"espeak": 0}}, "engines"), ({"formant_range": [1.2, 0.9]}, "formant_range"),
+    ({"channel_tilt_db": [0, 20]}, "channel_tilt_db"), ({"intonation": "yes"}, "intonation"),
+])
+def test_bad_params(bad, key):
+    with pytest.raises(KwsError, match=f"synthetic.{key}"):
+        synthetic.select_speakers(_cfg(**bad), 0)
     with pytest.raises(KwsError, match="test_fraction"):
         synthetic.split_speakers(["a", "b", "c"], 0.1, 0.7, 0)
 
 
-def _script(tmp_path, params, out):
+def _script(tmp_path, params, out, env=None):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return subprocess.run([sys.executable, str(REPO / "scripts" / "make_synthetic_dataset.py"),
                            "--params", str(tmp_path / "params.yaml"), "--out", str(out)],
-                          capture_output=True, text=True, cwd=REPO)
+                          capture_output=True, text=True, cwd=REPO, env=env)
 
 
 def test_script_unused_source_writes_readme_only(tmp_path):
@@ -161,4 +207,17 @@ def test_script_bad_param_one_line(tmp_path):
     r = _script(tmp_path, {"seed": 0, "synthetic": {**TINY, "num_speakers": 100000},
                            "dataset": {"source": "synthetic"}}, tmp_path / "c")
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "num_speakers" in r.stderr
+    assert not (tmp_path / "c").exists()
+
+
+def test_missing_engine_is_one_line_no_fallback(tmp_path):
+    """festival selected but not on PATH: a clear error, no corpus from the other engines."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("espeak-ng", "flite"):
+        (bin_dir / tool).symlink_to(subprocess.run(["which", tool], capture_output=True, text=True).stdout.strip())
+    r = _script(tmp_path, {"seed": 0, "synthetic": TINY, "dataset": {"source": "synthetic"}}, tmp_path / "c",
+                env={**os.environ, "PATH": str(bin_dir)})
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert "festival" in r.stderr and "apt-get install" in r.stderr
     assert not (tmp_path / "c").exists()

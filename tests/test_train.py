@@ -62,6 +62,10 @@ def test_trains_well_above_chance_and_writes_outputs(blobs, tmp_path, monkeypatc
     assert rows[0] == "epoch,train_loss,val_loss,val_accuracy,lr" and len(rows) == 5
     ckpts = T.list_local_checkpoints(out / "checkpoints")
     assert [c[0] for c in ckpts] == [4]  # only the last checkpoint is kept
+    # what a cluster run reports from its best checkpoint is what the local run reported
+    state = torch.load(out / "checkpoints" / ckpts[0][1] / T.STATE_FILE, weights_only=False)
+    metrics, history = T.outputs_from_state(state, T.load_features(blobs))
+    assert metrics == m and len(history) == 4
 
 
 class Interrupt(Exception):
@@ -74,7 +78,7 @@ def _run(blobs_data, folder, params, stop_at=None):
             raise Interrupt
 
     with T.local_context(folder) as ctx:
-        return T.train(ctx, T.recipe(params), blobs_data, epoch_end=epoch_end, progress=False)
+        return T.train(ctx, T.recipe(params), blobs_data, local_dir=folder, epoch_end=epoch_end, progress=False)
 
 
 def test_resume_after_interruption_is_bit_exact(blobs, tmp_path):
