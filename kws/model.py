@@ -150,6 +150,12 @@ def num_weights(model: nn.Module) -> int:
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, QuantLinear))
 
 
+def weight_kib(model: nn.Module) -> float:
+    """Weight storage at the quantized bit widths (the FPGA's on-chip weight memory)."""
+    bits = sum(m.weight.numel() * int(m.quant_weight().bit_width) for m in model.modules() if isinstance(m, QuantLinear))
+    return round(bits / 8 / 1024, 2)
+
+
 def to_model_input(x):
     """Features (N, frames, coeffs) -> model layout (N, 1, coeffs, frames); numpy or torch."""
     if isinstance(x, torch.Tensor):

@@ -374,8 +374,9 @@ def place(x: np.ndarray, rate: int, formant: float, rng: np.random.Generator, cf
     out = np.zeros(SAMPLE_RATE)
     start = rng.integers(0, SAMPLE_RATE - len(x) + 1)
     out[start:start + len(x)] = x
-    floor = np.abs(x).max() * 10 ** (rng.uniform(*cfg["noise_floor_db"]) / 20)
-    out += rng.normal(0, floor, SAMPLE_RATE)
+    # rooms and mics hum and rumble: the floor is white to brown noise, not just white
+    floor = _colored(rng, SAMPLE_RATE, rng.uniform(0.0, 2.0))
+    out += floor / floor.std() * np.abs(x).max() * 10 ** (rng.uniform(*cfg["noise_floor_db"]) / 20)
     return to_int16(out)
 
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from kws.common import KwsError, atomic_path
 from kws.labels import NUM_CLASSES, UNKNOWN
-from kws.model import ModelConfig, build_model, config_from_params, num_weights, to_model_input
+from kws.model import ModelConfig, build_model, config_from_params, num_weights, to_model_input, weight_kib
 
 SPLITS = ("train", "validation", "test")
 STATE_FILE = "state.pt"
@@ -275,6 +275,11 @@ def train(
             meta = {"steps_completed": epoch + 1, "fingerprint": fp, "model_config": cfg.to_dict()}
             new_id = _save(core_context, state, meta)
             if local_dir:
+                # Determined names checkpoints with random uuids; naming them by epoch keeps the
+                # DVC-tracked folder byte-identical across runs
+                stable_id = f"epoch-{epoch + 1:04d}"
+                os.replace(Path(local_dir) / new_id, Path(local_dir) / stable_id)
+                new_id = stable_id
                 for _, sid, _ in list_local_checkpoints(local_dir):
                     if sid != new_id:
                         core_context.checkpoint.delete(sid)
@@ -303,6 +308,7 @@ def final_metrics(model: nn.Module, cfg: ModelConfig, hp: dict, data: Splits, cl
         "input_clip_min": clip[0],
         "input_clip_max": clip[1],
         "num_weights": num_weights(model),
+        "weight_kib": weight_kib(model),
         "num_train": len(data.x["train"]),
         "fingerprint": fp,
     }

@@ -4,7 +4,7 @@ import torch
 from brevitas.nn import QuantLinear
 
 from kws.common import KwsError
-from kws.model import ModelConfig, build_model, config_from_params, num_weights, to_model_input
+from kws.model import ModelConfig, build_model, config_from_params, num_weights, to_model_input, weight_kib
 
 DEFAULTS = {"input_bit_width": 8, "hidden_layers": [256, 256, 256], "weight_bit_width": 3, "act_bit_width": 3,
             "act_max": 1.0, "output_bit_width": 3, "weight_scale_init": 0.1, "dropout": 0.1}
@@ -14,6 +14,7 @@ def test_default_architecture_is_kws_w3a3():
     cfg = config_from_params(DEFAULTS, (1, 10, 49), 0.33674)
     model = build_model(cfg).eval()
     assert num_weights(model) == 490 * 256 + 2 * 256 * 256 + 256 * 12
+    assert weight_kib(model) == round(num_weights(model) * 3 / 8 / 1024, 2)
     out = model(torch.randn(5, 1, 10, 49) * 10)
     assert out.shape == (5, 12) and torch.isfinite(out).all()
     f = model.features
