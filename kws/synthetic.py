@@ -55,7 +55,7 @@ INTONATIONS = ("", ".", "?", "!")  # statement / question / exclamation prosody,
 TAKE_JITTER = 0.06  # per-take log-uniform jitter of pitch and rate around the speaker's own
 DEFAULTS = {"engines": {"espeak": 1.0}, "pitch_range": [0.75, 1.35], "rate_range": [0.8, 1.25],
             "formant_range": [0.9, 1.12], "intonation": True, "channel_tilt_db": [0.0, 0.0],
-            "channel_ripple_db": 0.0, "noise_floor_db": [-60.0, -40.0]}
+            "channel_ripple_db": 0.0, "noise_floor_db": [-60.0, -40.0], "noise_floor_ripple_db": 0.0}
 # tfds puts the silence cut from running_tap.wav into validation, the rest into train.
 NOISE_KINDS = ("white_noise", "pink_noise", "brown_noise", "electric_hum", "running_tap", "babble")
 BABBLE_WORDS = ("the", "and", "that", "have", "with", "this", "from", "they", "would", "there",
@@ -95,9 +95,10 @@ def check_params(cfg: dict) -> dict:
         if not (isinstance(r, (list, tuple)) and len(r) == 2 and all(isinstance(v, (int, float)) for v in r)
                 and lo <= r[0] <= r[1] <= hi):
             raise KwsError(f"params synthetic.{key}: expected [low, high] with {lo} <= low <= high <= {hi}, got {r!r}")
-    r = cfg["channel_ripple_db"]
-    if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r <= 12:
-        raise KwsError(f"params synthetic.channel_ripple_db: expected a number in [0, 12], got {r!r}")
+    for key in ("channel_ripple_db", "noise_floor_ripple_db"):
+        r = cfg[key]
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r <= 12:
+            raise KwsError(f"params synthetic.{key}: expected a number in [0, 12], got {r!r}")
     if not isinstance(cfg["intonation"], bool):
         raise KwsError(f"params synthetic.intonation: expected true or false, got {cfg['intonation']!r}")
     return cfg
@@ -374,8 +375,9 @@ def place(x: np.ndarray, rate: int, formant: float, rng: np.random.Generator, cf
     out = np.zeros(SAMPLE_RATE)
     start = rng.integers(0, SAMPLE_RATE - len(x) + 1)
     out[start:start + len(x)] = x
-    # rooms and mics hum and rumble: the floor is white to brown noise, not just white
+    # rooms and mics hum and rumble: the floor is white to brown noise with an uneven spectrum
     floor = _colored(rng, SAMPLE_RATE, rng.uniform(0.0, 2.0))
+    floor = channel(floor, rng, (0.0, 0.0), cfg["noise_floor_ripple_db"])
     out += floor / floor.std() * np.abs(x).max() * 10 ** (rng.uniform(*cfg["noise_floor_db"]) / 20)
     return to_int16(out)
 

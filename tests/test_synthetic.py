@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = {"num_speakers": 3, "takes_per_word": 2, "validation_fraction": 0.2, "test_fraction": 0.2,
         "noise_seconds": 3, "test_silence_clips": 7, "test_unknown_clips": 5,
         "engines": {"espeak": 1, "flite": 1, "festival": 1},  # one speaker each
-        "channel_tilt_db": [-6, 2], "channel_ripple_db": 3, "noise_floor_db": [-75, -35]}
+        "channel_tilt_db": [-3, 3], "channel_ripple_db": 3, "noise_floor_db": [-85, -40], "noise_floor_ripple_db": 6}
 NAME = re.compile(r"^([0-9a-f]{8})_nohash_(\d+)\.wav$")
 
 
@@ -84,6 +84,18 @@ def test_formant_factor_scales_the_spectrum():
         assert abs(peak_hz - 1000 * f) < 10
         loud = np.flatnonzero(np.abs(a) > 0.5 * np.abs(a).max())
         assert abs(loud[-1] - loud[0] - 8000 / f) < 100  # and it lasts 1/f as long
+
+
+def test_noise_floor_level_is_relative_to_the_peak():
+    tone = np.sin(2 * np.pi * 500 * np.arange(2205) / synthetic.ESPEAK_RATE)  # 0.1 s
+    cfg = _cfg(channel_tilt_db=[0, 0], channel_ripple_db=0, noise_floor_db=[-40, -40])
+    levels = []
+    for seed in range(5):
+        a = synthetic.place(tone, synthetic.ESPEAK_RATE, 1.0, np.random.default_rng(seed), cfg).astype(float)
+        loud = np.flatnonzero(np.abs(a) > 0.5 * np.abs(a).max())
+        quiet = np.concatenate([a[:max(loud[0] - 300, 0)], a[loud[-1] + 300:]])
+        levels.append(20 * np.log10(quiet.std() / np.abs(a).max()))
+    assert np.allclose(levels, -40, atol=1.5)
 
 
 def test_channel_tilts_the_spectrum():
@@ -182,6 +194,7 @@ def test_resample_keeps_tone_rejects_alias():
     ({"num_speakers": 2}, "num_speakers"), ({"engines": {"espeak": 1, "pico": 1}}, "engines"),
     ({"engines": {"espeak": 0}}, "engines"), ({"formant_range": [1.2, 0.9]}, "formant_range"),
     ({"channel_tilt_db": [0, 20]}, "channel_tilt_db"), ({"intonation": "yes"}, "intonation"),
+    ({"noise_floor_ripple_db": -1}, "noise_floor_ripple_db"),
 ])
 def test_bad_params(bad, key):
     with pytest.raises(KwsError, match=f"synthetic.{key}"):
