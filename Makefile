@@ -8,7 +8,7 @@ DEBIAN_PACKAGES := espeak-ng ffmpeg flite festival festvox-kallpc16k festvox-kdl
 # torch==2.13.0+cpu comes from PyTorch's CPU index, unless pip's configured wheel folder has it
 TORCH_INDEX ?= $(if $(wildcard /opt/wheels/torch-2.13.0+cpu*),,https://download.pytorch.org/whl/cpu)
 
-.PHONY: setup debian-packages repro bins sweep test bench hls4ml-check lock clean
+.PHONY: setup debian-packages repro bins sweep test bench hls4ml-check real-speech-check lock clean
 
 setup: debian-packages $(VENV)/.installed
 
@@ -53,6 +53,12 @@ sweep: setup
 hls4ml-check: setup
 	$(DVC) repro bins
 	$(PY) scripts/hls4ml_check.py --params params.yaml --enabled true --model training_checkpoint/QONNX_model.onnx --bin_file_path kws_bin_files --metrics metrics/hls4ml.json
+
+# The exported model on 200 real Speech Commands clips (the FINN fixture's BIN files).
+FINN_FIXTURE ?= $(or $(KWS_FINN_FIXTURE),../shared/fixtures/finn_kws_w3a3)
+real-speech-check: setup
+	$(DVC) repro export
+	$(PY) scripts/check_real_speech.py --bin_dir $(FINN_FIXTURE)/kws_bin_files --fixture_model $(FINN_FIXTURE)/QONNX_model.onnx
 
 test: setup
 	$(PY) -m pytest -q

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from kws import augment
 from kws.common import KwsError, atomic_path
 from kws.labels import NUM_CLASSES, UNKNOWN
 from kws.model import ModelConfig, build_model, config_from_params, num_weights, to_model_input, weight_kib
@@ -169,7 +170,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion, batc
     return float(criterion(logits, y)), float((logits.argmax(1) == y).double().mean())
 
 
-def train_epoch(model, optimizer, criterion, x, y, batch_size: int, gen: torch.Generator) -> float:
+def train_epoch(model, optimizer, criterion, x, y, batch_size: int, gen: torch.Generator,
+                aug: dict | None = None) -> float:
     model.train()
     n = len(x)
     perm = torch.randperm(n, generator=gen)
@@ -179,7 +181,8 @@ def train_epoch(model, optimizer, criterion, x, y, batch_size: int, gen: torch.G
     for i in range(0, len(perm), batch_size):
         idx = perm[i:i + batch_size]
         optimizer.zero_grad(set_to_none=True)
-        loss = criterion(model(x[idx]), y[idx])
+        xb = x[idx] if aug is None else augment.augment(x[idx], aug, gen)  # params train.augment
+        loss = criterion(model(xb), y[idx])
         loss.backward()
         optimizer.step()
         total += loss.item() * len(idx)
@@ -203,6 +206,7 @@ def train(
     `epoch_end(epoch)` runs after each epoch's checkpoint (tests use it to interrupt)."""
     tp = check_train_params(hp.get("train"))
     mp = hp.get("model") or {}
+    aug = augment.check_params((hp.get("train") or {}).get("augment"))
     seed = hp.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise KwsError(f"params seed: expected an integer, got {seed!r}")
@@ -256,7 +260,7 @@ def train(
                disable=not progress, file=sys.stderr)
     for epoch in bar:
         lr = optimizer.param_groups[0]["lr"]
-        train_loss = train_epoch(model, optimizer, criterion, x["train"], y["train"], tp["batch_size"], gen)
+        train_loss = train_epoch(model, optimizer, criterion, x["train"], y["train"], tp["batch_size"], gen, aug)
         scheduler.step()
         val_loss, val_acc = evaluate(model, x["validation"], y["validation"], criterion)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr}
