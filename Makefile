@@ -4,6 +4,8 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 DVC := $(VENV)/bin/dvc
+# DVC stages run `python ...`: the venv's
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 DEBIAN_PACKAGES := espeak-ng ffmpeg flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
 # torch==2.13.0+cpu comes from PyTorch's CPU index, unless pip's configured wheel folder has it
 TORCH_INDEX ?= $(if $(wildcard /opt/wheels/torch-2.13.0+cpu*),,https://download.pytorch.org/whl/cpu)
@@ -45,9 +47,9 @@ bins: setup
 # A grid of DVC experiments, queued and run by `dvc queue start`, then compared.
 SWEEP ?= -S 'model.weight_bit_width=2,3,4' -S 'model.hidden_layers=[128,128,128],[256,256,256]'
 sweep: setup
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH dvc exp run --queue $(SWEEP)
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH dvc queue start
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) scripts/compare_experiments.py --wait
+	$(DVC) exp run --queue $(SWEEP)
+	$(DVC) queue start
+	$(PY) scripts/compare_experiments.py --wait
 
 # hls4ml's C++ emulation of the exported model against qonnx, on the BIN files (g++, no Vivado).
 hls4ml-check: setup

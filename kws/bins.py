@@ -33,6 +33,7 @@ def check_params(p: dict | None) -> dict:
         "num_bin_files": p.get("num_bin_files", 1000),
         "max_accuracy_gap": p.get("max_accuracy_gap", 0.02),
         "onnxruntime": p.get("onnxruntime", False),
+        "shuffle_seed": p.get("shuffle_seed"),
     }
     if not isinstance(out["split"], str) or not out["split"]:
         raise KwsError(f"params bins.split: expected a split name, got {out['split']!r}")
@@ -44,8 +45,20 @@ def check_params(p: dict | None) -> dict:
         raise KwsError(f"params bins.max_accuracy_gap: expected a number in [0, 1], got {gap!r}")
     if not isinstance(out["onnxruntime"], bool):
         raise KwsError(f"params bins.onnxruntime: expected true or false, got {out['onnxruntime']!r}")
+    seed = out["shuffle_seed"]
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise KwsError(f"params bins.shuffle_seed: expected null or a non-negative integer, got {seed!r}")
     out["max_accuracy_gap"] = float(gap)
     return out
+
+
+def sample_order(n: int, shuffle_seed: int | None) -> np.ndarray:
+    """Which samples of the split become BIN files, in order: the split's own order, or a seeded
+    permutation (the real test split comes shuffled from tfds; a corpus sorted by word would
+    otherwise give the first N files to the first few keywords)."""
+    if shuffle_seed is None:
+        return np.arange(n)
+    return np.random.default_rng(shuffle_seed).permutation(n)
 
 
 def bin_name(index: int, label: int) -> str:

@@ -84,6 +84,8 @@ def main() -> None:
     num = args.num_bin_files if args.num_bin_files is not None else cfg["num_bin_files"]
     features = Path(args.features) / f"{split}.npz"
     x, y = bins.load_features(features, feature_type)
+    order = bins.sample_order(len(x), cfg["shuffle_seed"])
+    x, y = x[order], y[order]
     metrics_path = args.metrics or "metrics/bins.json"
     plot_path = args.plot or "plots/confusion.png"
     with atomic_path(args.bin_file_path) as folder, atomic_path(metrics_path) as m, atomic_path(plot_path) as p:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import yaml
 import onnx
 import pytest
 from onnx import TensorProto, helper
@@ -49,8 +50,12 @@ def run(*args, cwd):
 
 
 def make_args(tmp_path, finn_fixture, features_dir, *extra):
+    """The stage's command line on the repo's params, but in the split's own order."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["bins"]["shuffle_seed"] = None
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return ["--model", finn_fixture / "QONNX_model.onnx", "--features", features_dir,
-            "--params", REPO / "params.yaml", "--bin_file_path", tmp_path / "bins",
+            "--params", tmp_path / "params.yaml", "--bin_file_path", tmp_path / "bins",
             "--metrics", tmp_path / "bins.json", "--plot", tmp_path / "confusion.png", *extra]
 
 
@@ -252,3 +257,12 @@ def test_td_samples_files_are_int16(tmp_path):
     q = np.fromfile(tmp_path / "bins" / v.names[0], dtype=np.int16)
     assert q.min() == -127 and q.max() == 127  # clipped to the 8-bit narrow range, stored as int16
     assert np.array_equal(q, np.clip(np.round(x[0, :, 0] * 128), -127, 127))
+
+
+def test_sample_order_is_seeded_and_covers_the_split():
+    from kws.bins import sample_order
+
+    assert sample_order(5, None).tolist() == [0, 1, 2, 3, 4]
+    a, b = sample_order(1000, 0), sample_order(1000, 0)
+    assert np.array_equal(a, b) and sorted(a.tolist()) == list(range(1000))
+    assert not np.array_equal(a, sample_order(1000, 1)) and not np.array_equal(a, np.arange(1000))
