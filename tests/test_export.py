@@ -35,7 +35,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     features = make_blobs(root / "features")
     params = copy.deepcopy(PARAMS)
-    params["train"].update(epochs=2, batch_size=128, lr=2e-3)
+    params["train"].update(epochs=2, batch_size=128, lr=2e-3, augment={"enabled": False})  # blobs: no time axis
     train_metrics = T.run_local(params, features, root / "checkpoints", root / "metrics/train.json",
                                 root / "plots/train.csv", progress=False)
     out = root / "training_checkpoint/QONNX_model.onnx"

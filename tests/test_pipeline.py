@@ -49,4 +49,5 @@ def test_forced_rerun_in_a_fresh_clone_is_bit_identical(tiny_repo, tmp_path):
     assert FIRST_RUN
     again = make_tiny_repo(tmp_path)
     assert stages_run(dvc(again, "repro", "--force").stdout) == ALL_STAGES
-    assert out_hashes(again) == FIRST_RUN
+    differing = {p for p, md5 in out_hashes(again).items() if FIRST_RUN.get(p) != md5}
+    assert not differing, f"outs with other bytes in the second run: {sorted(differing)}"
