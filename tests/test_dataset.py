@@ -12,7 +12,7 @@ import yaml
 
 from kws import dataset, synthetic
 from kws.common import KwsError
-from kws.labels import KEYWORDS, LABELS, SILENCE, UNKNOWN
+from kws.labels import KEYWORDS, LABELS
 
 REPO = Path(__file__).resolve().parents[1]
 SPEAKERS = ("aaaa0001", "bbbb0002", "cccc0003")  # train, validation, test
