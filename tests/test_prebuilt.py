@@ -7,13 +7,13 @@ import yaml
 
 from pipeline_repo import REPO, dvc
 
-PREBUILT_STAGES = ["train", "export", "bins"]
+PREBUILT_STAGES = ["export", "bins"]
 
 
 def test_fresh_clone_pulls_the_prebuilt_model_and_bins_offline(tmp_path):
     lock_file = REPO / "dvc.lock"
     if not lock_file.is_file():
-        pytest.skip("no dvc.lock committed yet: run `make repro` and `dvc push train export bins`")
+        pytest.skip("no dvc.lock committed yet: run `make repro` and `dvc push export bins`")
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
     dvc(clone, "pull", *PREBUILT_STAGES)  # default remote: dvc-storage/ inside the clone
