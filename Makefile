@@ -6,7 +6,11 @@ PY := $(VENV)/bin/python
 DVC := $(VENV)/bin/dvc
 # DVC stages run `python ...`: the venv's
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
-DEBIAN_PACKAGES := espeak-ng ffmpeg flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
+DEBIAN_PACKAGES := espeak-ng ffmpeg flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
+  festvox-rablpc16k mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 festvox-us1 festvox-us2 \
+  festvox-us3 festvox-en1 libttspico-utils
+# festvox-rablpc16k is in Debian's contrib, the MBROLA voices and pico in non-free
+APT_CONTRIB_NON_FREE := /etc/apt/sources.list.d/kws-contrib-non-free.sources
 # torch==2.13.0+cpu comes from PyTorch's CPU index, unless pip's configured wheel folder has it
 TORCH_INDEX ?= $(if $(wildcard /opt/wheels/torch-2.13.0+cpu*),,https://download.pytorch.org/whl/cpu)
 
@@ -19,9 +23,14 @@ debian-packages:
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:" $$missing; \
+	    if ! grep -rqsE '^(Components:|deb ).*\bnon-free(\s|$$)' /etc/apt/sources.list /etc/apt/sources.list.d/; then \
+	      echo "enabling Debian's contrib and non-free components in $(APT_CONTRIB_NON_FREE)"; \
+	      printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: contrib non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+	        "$$(. /etc/os-release && echo $$VERSION_CODENAME)" > $(APT_CONTRIB_NON_FREE); \
+	    fi; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else \
-	    echo "missing Debian packages; run: sudo apt-get install -y" $$missing; exit 1; \
+	    echo "missing Debian packages; enable Debian's contrib and non-free components and run: sudo apt-get install -y" $$missing; exit 1; \
 	  fi; \
 	fi
 

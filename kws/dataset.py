@@ -23,7 +23,8 @@ import numpy as np
 from tqdm import tqdm
 
 from kws.common import KwsError, atomic_path, save_npz
-from kws.labels import BACKGROUND_NOISE_DIR, KEYWORDS, LABELS, SILENCE, word_to_label
+from kws.labels import (BACKGROUND_NOISE_DIR, KEYWORDS, LABELS, SILENCE, SILENCE_DIR, TEST_ARCHIVE,
+                        TRAIN_ARCHIVE, UNKNOWN_DIR, word_to_label)
 
 SAMPLE_RATE = 16000
 SOURCES = ("synthetic", "local", "speech_commands")
@@ -107,58 +108,92 @@ class Examples:
                 "file": np.array(self.file, dtype=str).reshape(n)}
 
 
-def _wavs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".wav" and p.is_file())
+class Corpus:
+    """The files of an extracted corpus folder or of an official .tar.gz archive (read into
+    memory in one pass: the synthetic corpus ships as archives, so DVC tracks 2 files, not 40k)."""
 
+    def __init__(self, path: str | os.PathLike, what: str):
+        self.path = Path(path)
+        self.files: dict[str, Path | bytes] = {}
+        if self.path.is_dir():
+            for sub in sorted(self.path.iterdir()):
+                kids = sorted(sub.iterdir()) if sub.is_dir() else [sub]
+                self.files.update({str(k.relative_to(self.path)): k for k in kids if k.is_file()})
+        elif self.path.is_file() and self.path.name.endswith((".tar.gz", ".tgz", ".tar")):
+            try:
+                with tarfile.open(self.path) as tar:
+                    for m in tqdm(tar, desc=f"reading {self.path.name}", unit="file"):
+                        if m.isfile():
+                            self.files[os.path.normpath(m.name)] = tar.extractfile(m).read()
+            except (tarfile.TarError, OSError, EOFError) as e:
+                raise KwsError(f"{self.path}: not a readable tar archive ({e})") from None
+        else:
+            raise KwsError(f"{self.path}: {what} not found (a folder or a .tar.gz archive)")
 
-def _read_list(path: Path, words: set[str]) -> list[str]:
-    if not path.is_file():
-        raise KwsError(f"{path}: missing (the split list of a speech_commands_v0.02 folder)")
-    entries = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    for e in entries:
-        if e.split("/")[0] not in words:
-            raise KwsError(f"{path}: entry {e!r} is not in a word folder of the corpus")
-    return entries
+    def name(self, rel: str) -> str:
+        return str(self.path / rel) if self.path.is_dir() else f"{self.path}:{rel}"
+
+    def folders(self) -> list[str]:
+        return sorted({r.split("/")[0] for r in self.files if "/" in r and not r.startswith(".")})
+
+    def wavs(self, folder: str) -> list[str]:
+        return sorted(r for r in self.files if r.startswith(folder + "/") and r.count("/") == 1
+                      and r.lower().endswith(".wav"))
+
+    def read(self, rel: str, max_seconds: float | None = 1.0) -> np.ndarray:
+        data = self.files[rel]
+        return read_wav(data, max_seconds=max_seconds, name=self.name(rel)) if isinstance(data, Path) \
+            else read_wav(rel, data, max_seconds=max_seconds, name=self.name(rel))
+
+    def read_list(self, rel: str, words: set[str]) -> list[str]:
+        if rel not in self.files:
+            raise KwsError(f"{self.name(rel)}: missing (the split list of a speech_commands_v0.02 corpus)")
+        data = self.files[rel]
+        text = data.read_text() if isinstance(data, Path) else data.decode()
+        entries = [line.strip() for line in text.splitlines() if line.strip()]
+        for e in entries:
+            if e.split("/")[0] not in words:
+                raise KwsError(f"{self.name(rel)}: entry {e!r} is not in a word folder of the corpus")
+        return entries
 
 
 def read_local(train_dir: str | os.PathLike, test_dir: str | os.PathLike | None = None
                ) -> tuple[dict[str, Examples], dict[str, np.ndarray]]:
-    """An extracted speech_commands_v0.02 folder (+ optional test-set archive folder)."""
-    root = Path(train_dir)
-    if not root.is_dir():
-        raise KwsError(f"{root}: corpus folder not found")
-    words = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != BACKGROUND_NOISE_DIR
-                   and not p.name.startswith("."))
+    """A speech_commands_v0.02 corpus (+ optional test-set corpus): extracted folders or the
+    official .tar.gz archives themselves."""
+    root = Corpus(train_dir, "corpus")
+    words = [w for w in root.folders() if w != BACKGROUND_NOISE_DIR]
     missing = [k for k in KEYWORDS if k not in words]
     if missing:
-        raise KwsError(f"{root}: keyword folder(s) missing: {', '.join(missing)} (not a speech_commands layout)")
-    noise_dir = root / BACKGROUND_NOISE_DIR
-    if not noise_dir.is_dir() or not _wavs(noise_dir):
-        raise KwsError(f"{noise_dir}: missing or without .wav recordings (Silence is cut from them)")
-    validation = set(_read_list(root / "validation_list.txt", set(words)))
-    testing = set(_read_list(root / "testing_list.txt", set(words)))
-    files = [f"{w}/{p.name}" for w in words for p in _wavs(root / w)]
+        raise KwsError(f"{root.path}: keyword folder(s) missing: {', '.join(missing)} (not a speech_commands layout)")
+    noise = root.wavs(BACKGROUND_NOISE_DIR)
+    if not noise:
+        raise KwsError(f"{root.name(BACKGROUND_NOISE_DIR)}: missing or without .wav recordings (Silence is cut from them)")
+    validation = set(root.read_list("validation_list.txt", set(words)))
+    testing = set(root.read_list("testing_list.txt", set(words)))
     for w in words:
-        if not _wavs(root / w):
-            raise KwsError(f"{root / w}: word folder without .wav files")
+        if not root.wavs(w):
+            raise KwsError(f"{root.name(w)}: word folder without .wav files")
+    files = [f for w in words for f in root.wavs(w)]
     known = set(files)
     for name, lst in (("validation_list.txt", validation), ("testing_list.txt", testing)):
         if lst - known:
-            raise KwsError(f"{root / name}: lists {sorted(lst - known)[0]} which does not exist")
+            raise KwsError(f"{root.name(name)}: lists {sorted(lst - known)[0]} which does not exist")
 
     splits = {s: Examples() for s in SPLITS}
-    for f in tqdm(files, desc=f"reading {root}", unit="wav"):
+    for f in tqdm(files, desc=f"decoding {root.path.name}", unit="wav"):
         split = "validation" if f in validation else "test" if f in testing else "train"
         if split == "test" and test_dir is not None:
             continue  # the test-set archive replaces testing_list.txt
-        splits[split].add(read_wav(root / f), word_to_label(f.split("/")[0]), f)
+        splits[split].add(root.read(f), word_to_label(f.split("/")[0]), f)
 
     background = {}
-    for p in _wavs(noise_dir):
-        background[p.name] = read_wav(p, max_seconds=None)
-        split = "validation" if p.name == VALIDATION_NOISE else "train"
-        for clip, name in cut_silence(background[p.name], f"{BACKGROUND_NOISE_DIR}/{p.name}"):
-            splits[split].add(clip, SILENCE, name)
+    for f in noise:
+        name = f.split("/")[1]
+        background[name] = root.read(f, max_seconds=None)
+        split = "validation" if name == VALIDATION_NOISE else "train"
+        for clip, cut in cut_silence(background[name], f"{BACKGROUND_NOISE_DIR}/{name}"):
+            splits[split].add(clip, SILENCE, cut)
 
     if test_dir is not None:
         read_test_folder(test_dir, splits["test"])
@@ -166,17 +201,16 @@ def read_local(train_dir: str | os.PathLike, test_dir: str | os.PathLike | None 
 
 
 def read_test_folder(test_dir: str | os.PathLike, examples: Examples) -> None:
-    """The speech_commands_test_set_v0.02 layout: keyword folders, _silence_, _unknown_."""
-    root = Path(test_dir)
-    if not root.is_dir():
-        raise KwsError(f"{root}: test folder not found")
-    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    missing = [k for k in (*KEYWORDS, "_silence_", "_unknown_") if k not in folders]
+    """The speech_commands_test_set_v0.02 layout (folder or archive): keyword folders, _silence_,
+    _unknown_."""
+    root = Corpus(test_dir, "test-set corpus")
+    folders = root.folders()
+    missing = [k for k in (*KEYWORDS, SILENCE_DIR, UNKNOWN_DIR) if k not in folders]
     if missing:
-        raise KwsError(f"{root}: test folder(s) missing: {', '.join(missing)} (not a test-set archive layout)")
-    files = [f"{w}/{p.name}" for w in folders for p in _wavs(root / w)]
-    for f in tqdm(files, desc=f"reading {root}", unit="wav"):
-        examples.add(read_wav(root / f), word_to_label(f.split("/")[0]), f)
+        raise KwsError(f"{root.path}: test folder(s) missing: {', '.join(missing)} (not a test-set archive layout)")
+    files = [f for w in folders for f in root.wavs(w)]
+    for f in tqdm(files, desc=f"decoding {root.path.name}", unit="wav"):
+        examples.add(root.read(f), word_to_label(f.split("/")[0]), f)
 
 
 # ---------------------------------------------------------------- tensorflow-datasets
@@ -259,9 +293,9 @@ def load_source(cfg: dict, corpus: str | os.PathLike | None = None):
         corpus = Path(corpus or "data/synthetic_corpus")
         if not corpus.is_dir():
             raise KwsError(f"{corpus}: synthetic corpus folder not found (run the synthetic_corpus stage)")
-        if not (corpus / "train").is_dir():
-            raise KwsError(f"{corpus}: no train/ folder (built with another dataset.source? see README.txt)")
-        return read_local(corpus / "train", corpus / "test")
+        if not (corpus / TRAIN_ARCHIVE).is_file():
+            raise KwsError(f"{corpus}: no {TRAIN_ARCHIVE} (built with another dataset.source? see README.txt)")
+        return read_local(corpus / TRAIN_ARCHIVE, corpus / TEST_ARCHIVE)
     if source == "local":
         if not cfg.get("local_dir"):
             raise KwsError("dataset.local_dir: must be set for dataset.source local")

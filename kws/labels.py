@@ -16,6 +16,8 @@ UNKNOWN = LABELS.index("Unknown")  # 11
 BACKGROUND_NOISE_DIR = "_background_noise_"
 SILENCE_DIR = "_silence_"  # test-set archive folders
 UNKNOWN_DIR = "_unknown_"
+TRAIN_ARCHIVE = "speech_commands_v0.02.tar.gz"  # the official archives' names
+TEST_ARCHIVE = "speech_commands_test_set_v0.02.tar.gz"
 
 
 def word_to_label(word: str) -> int:

@@ -1,7 +1,9 @@
 """The dataset stage: local / synthetic / speech_commands sources, splits, labels, bad input."""
 import json
+import shutil
 import subprocess
 import sys
+import tarfile
 import time
 import wave
 from pathlib import Path
@@ -82,6 +84,42 @@ def test_local_with_test_archive(tmp_path):
     splits, _ = dataset.read_local(train, test)
     assert counts(splits["test"]) == [1] * 10 + [2, 1]
     assert not any(SPEAKERS[2] in f for f in splits["test"].file)
+
+
+def _tar_gz(folder: Path, archive: Path, prefix: str = "./") -> Path:
+    """Pack a folder the way Google packed the official archives (./<word>/<file>)."""
+    with tarfile.open(archive, "w:gz") as tar:
+        for p in sorted(folder.rglob("*")):
+            tar.add(p, arcname=prefix + str(p.relative_to(folder)), recursive=False)
+    return archive
+
+
+def test_local_archives_read_like_folders(tmp_path):
+    """The official .tar.gz archives as local_dir / local_test_dir: the same bytes out as the
+    extracted folders."""
+    train, test = make_local(tmp_path, with_test=True)
+    folders = {"source": "local", "local_dir": str(train), "local_test_dir": str(test)}
+    archives = {"source": "local", "local_dir": str(_tar_gz(train, tmp_path / "train.tar.gz")),
+                "local_test_dir": str(_tar_gz(test, tmp_path / "test.tar.gz", prefix=""))}
+    dataset.make_dataset(folders, tmp_path / "a")
+    dataset.make_dataset(archives, tmp_path / "b")
+    for name in ("train.npz", "validation.npz", "test.npz", "background_noise.npz"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_bad_archive_one_line(tmp_path):
+    train, _ = make_local(tmp_path)
+    archive = _tar_gz(train, tmp_path / "sc.tar.gz")
+    archive.write_bytes(archive.read_bytes()[:5000])  # cut off mid-way
+    with pytest.raises(KwsError, match=r"sc\.tar\.gz: not a readable tar archive") as e:
+        dataset.make_dataset({"source": "local", "local_dir": str(archive)}, tmp_path / "out")
+    assert "\n" not in str(e.value) and not (tmp_path / "out").exists()
+    broken = tmp_path / "broken"
+    shutil.copytree(train, broken)
+    write_wav(broken / "yes" / f"{SPEAKERS[0]}_nohash_0.wav", tone(1.5))
+    archive = _tar_gz(broken, tmp_path / "long.tar.gz")
+    with pytest.raises(KwsError, match=r"long\.tar\.gz:yes/aaaa0001_nohash_0\.wav: 1\.500 s long"):
+        dataset.make_dataset({"source": "local", "local_dir": str(archive)}, tmp_path / "out")
 
 
 def test_make_dataset_contract_and_bytes(tmp_path):
@@ -193,7 +231,7 @@ def test_synthetic_corpus_missing_or_unused(tmp_path):
     with pytest.raises(KwsError, match="synthetic corpus folder not found"):
         dataset.make_dataset({"source": "synthetic"}, tmp_path / "out", tmp_path / "none")
     synthetic.write_unused(tmp_path / "unused", "local")
-    with pytest.raises(KwsError, match="no train/ folder"):
+    with pytest.raises(KwsError, match="no speech_commands_v0.02.tar.gz"):
         dataset.make_dataset({"source": "synthetic"}, tmp_path / "out", tmp_path / "unused")
 
 

@@ -3,6 +3,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 import wave
 from pathlib import Path
 
@@ -12,25 +13,42 @@ import yaml
 
 from kws import synthetic
 from kws.common import KwsError
-from kws.labels import ALL_WORDS, BACKGROUND_NOISE_DIR, KEYWORDS, OTHER_WORDS, SILENCE_DIR, UNKNOWN_DIR
+from kws.labels import (ALL_WORDS, BACKGROUND_NOISE_DIR, KEYWORDS, OTHER_WORDS, SILENCE_DIR, TEST_ARCHIVE,
+                        TRAIN_ARCHIVE, UNKNOWN_DIR)
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {"num_speakers": 3, "takes_per_word": 2, "validation_fraction": 0.2, "test_fraction": 0.2,
+TINY = {"num_speakers": 5, "takes_per_word": 2, "validation_fraction": 0.2, "test_fraction": 0.2,
         "noise_seconds": 3, "test_silence_clips": 7, "test_unknown_clips": 5,
-        "engines": {"espeak": 1, "flite": 1, "festival": 1},  # one speaker each
+        "engines": {"espeak": 1, "flite": 1, "festival": 1, "mbrola": 1, "pico": 1},  # one speaker each
         "channel_tilt_db": [-3, 3], "channel_ripple_db": 3, "noise_floor_db": [-85, -40], "noise_floor_ripple_db": 6}
 NAME = re.compile(r"^([0-9a-f]{8})_nohash_(\d+)\.wav$")
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
+    """The tiny corpus: its two archives, extracted next to them into train/ and test/."""
     out = tmp_path_factory.mktemp("syn") / "corpus"
     synthetic.build_corpus(out, TINY, seed=3)
+    assert sorted(p.name for p in out.iterdir()) == ["README.txt", TEST_ARCHIVE, TRAIN_ARCHIVE]
+    for folder, archive in (("train", TRAIN_ARCHIVE), ("test", TEST_ARCHIVE)):
+        with tarfile.open(out / archive) as tar:
+            tar.extractall(out / folder, filter="data")
     return out
 
 
 def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_archives_like_the_official_ones(corpus):
+    """Members at the top (<word>/<file>), sorted, with no owner, time or umask of the machine."""
+    with tarfile.open(corpus / TRAIN_ARCHIVE) as tar:
+        members = tar.getmembers()
+    names = [m.name for m in members]
+    assert names == sorted(names) and "validation_list.txt" in names and "yes" in names
+    assert {(m.uid, m.gid, m.uname, m.gname, m.mtime) for m in members} == {(0, 0, "", "", 0)}
+    assert {m.mode for m in members if m.isfile()} == {0o644}
+    assert (corpus / TRAIN_ARCHIVE).read_bytes()[4:8] == b"\0\0\0\0"  # gzip header without a time
 
 
 def _wav(path: Path) -> tuple:
@@ -41,7 +59,7 @@ def _wav(path: Path) -> tuple:
 def test_deterministic(corpus, tmp_path):
     again = tmp_path / "again"
     synthetic.build_corpus(again, TINY, seed=3, workers=1)  # other scheduling, same bytes
-    assert _files(again) == _files(corpus)
+    assert _files(again) == {k: v for k, v in _files(corpus).items() if "/" not in k}
 
 
 def _cfg(**kw):
@@ -56,11 +74,12 @@ def test_seed_changes_speakers():
 
 
 def test_speakers_follow_engine_shares_and_ranges():
-    cfg = _cfg(num_speakers=1000, engines={"espeak": 0.5, "flite": 0.3, "festival": 0.2})
+    cfg = _cfg(num_speakers=1000, engines={"espeak": 0.4, "flite": 0.2, "festival": 0.2, "mbrola": 0.1, "pico": 0.1})
     speakers = synthetic.select_speakers(cfg, 0)
     engines = [s.engine for s in speakers.values()]
-    assert {e: engines.count(e) for e in set(engines)} == {"espeak": 500, "flite": 300, "festival": 200}
-    for e in ("flite", "festival"):  # every voice of an engine gets its share
+    assert {e: engines.count(e) for e in set(engines)} == {"espeak": 400, "flite": 200, "festival": 200,
+                                                           "mbrola": 100, "pico": 100}
+    for e in ("flite", "festival", "mbrola", "pico"):  # every voice of an engine gets its share
         voices = [s.voice for s in speakers.values() if s.engine == e]
         assert set(voices) == set(synthetic.ENGINE_VOICES[e])
         assert max(map(voices.count, set(voices))) - min(map(voices.count, set(voices))) <= 1
@@ -73,6 +92,24 @@ def test_speakers_follow_engine_shares_and_ranges():
 
 def test_engines_available():
     synthetic.check_voices()  # every voice of every engine really synthesises, all different
+
+
+def _f0(x: np.ndarray, rate: int) -> float:
+    """The f0 of a sustained vowel by autocorrelation over its middle 0.1 s."""
+    mid = x[len(x) // 2 - rate // 20: len(x) // 2 + rate // 20]
+    ac = np.correlate(mid, mid, "full")[len(mid) - 1:]
+    lo, hi = rate // 400, rate // 70
+    return rate / (lo + np.argmax(ac[lo:hi]))
+
+
+@pytest.mark.parametrize("engine, voice", [("pico", "en-US"), ("mbrola", "us1_mbrola"), ("festival", "rab_diphone"),
+                                           ("flite", "slt")])
+def test_pitch_factor_moves_f0(engine, voice):
+    """Each engine's own pitch control (pico's markup, festival's intonation targets, flite's
+    f0 mean) really moves f0 by about the requested factor."""
+    low, high = synthetic.synthesize(engine, voice, [("ah", 0.8, 1.0), ("ah", 1.25, 1.0)])
+    ratio = _f0(*high) / _f0(*low)
+    assert ratio == pytest.approx(1.25 / 0.8, rel=0.15)
 
 
 def test_formant_factor_scales_the_spectrum():
@@ -191,7 +228,7 @@ def test_resample_keeps_tone_rejects_alias():
 
 
 @pytest.mark.parametrize("bad, key", [
-    ({"num_speakers": 2}, "num_speakers"), ({"engines": {"espeak": 1, "pico": 1}}, "engines"),
+    ({"num_speakers": 2}, "num_speakers"), ({"engines": {"espeak": 1, "sapi": 1}}, "engines"),
     ({"engines": {"espeak": 0}}, "engines"), ({"formant_range": [1.2, 0.9]}, "formant_range"),
     ({"channel_tilt_db": [0, 20]}, "channel_tilt_db"), ({"intonation": "yes"}, "intonation"),
     ({"noise_floor_ripple_db": -1}, "noise_floor_ripple_db"),
@@ -227,7 +264,7 @@ def test_missing_engine_is_one_line_no_fallback(tmp_path):
     """festival selected but not on PATH: a clear error, no corpus from the other engines."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("espeak-ng", "flite"):
+    for tool in ("espeak-ng", "flite", "mbrola", "pico2wave"):
         (bin_dir / tool).symlink_to(subprocess.run(["which", tool], capture_output=True, text=True).stdout.strip())
     r = _script(tmp_path, {"seed": 0, "synthetic": TINY, "dataset": {"source": "synthetic"}}, tmp_path / "c",
                 env={**os.environ, "PATH": str(bin_dir)})
