@@ -38,8 +38,8 @@ from kws.labels import (ALL_WORDS, BACKGROUND_NOISE_DIR, KEYWORDS, OTHER_WORDS, 
 
 SAMPLE_RATE = 16000
 ESPEAK_RATE = 22050
-# English espeak-ng voices that really synthesise here (the mbrola ones need data Debian's main
-# archive does not ship and silently fall back to en-gb); probed by check_engines().
+# espeak-ng's own English voices (its mb-* MBROLA voices are the engine "mbrola": their data is in
+# Debian's non-free, and without it they silently fall back to en-gb); probed by check_engines().
 VOICES = ("en-gb", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd",
           "en-029", "en-us-nyc")
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5",
