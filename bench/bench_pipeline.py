@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from pipeline_repo import dvc, make_tiny_repo, stages_run  # noqa: E402
+from pipeline_repo import REPO, dvc, make_tiny_repo, out_hashes, stages_run  # noqa: E402
 
 
 def timed(fn):
@@ -32,6 +32,11 @@ def main():
     with tempfile.TemporaryDirectory(prefix=".kws-bench-", dir=Path(__file__).resolve().parents[2]) as tmp:
         repo = make_tiny_repo(Path(tmp), tiny=args.profile == "tiny")
         full, result = timed(lambda: dvc(repo, "repro"))
+        # the default profile must reproduce the committed dvc.lock, byte for byte
+        differ = None
+        if args.profile == "default" and (REPO / "dvc.lock").is_file():
+            committed = out_hashes(REPO)
+            differ = [k for k, v in out_hashes(repo).items() if committed.get(k) != v]
         noop = [timed(lambda: dvc(repo, "repro"))[0] for _ in range(args.noop_runs)]
         params = yaml.safe_load((repo / "params.yaml").read_text())
         params["bins"]["num_bin_files"] = max(1, params["bins"]["num_bin_files"] // 2)
@@ -43,6 +48,8 @@ def main():
     print(f"| full `dvc repro` ({', '.join(stages_run(result.stdout))}) | {full:.1f} | <= 600 |")
     print(f"| no-op `dvc repro` (median of {args.noop_runs}) | {statistics.median(noop):.2f} | <= 2 |")
     print(f"| rerun of `bins` (+ the disabled hls4ml check) after a bins param change | {bins_only:.1f} | |")
+    if differ is not None:
+        print(f"\nouts equal to the committed dvc.lock: {'all' if not differ else 'NOT ' + ', '.join(differ)}")
 
 
 if __name__ == "__main__":

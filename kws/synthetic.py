@@ -45,6 +45,8 @@ VOICES = ("en-gb", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "e
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5",
             "klatt", "klatt2", "klatt3", "klatt4", "croak", "grandma", "grandpa", "Andy", "Annie",
             "steph", "linda", "quincy", "norbert", "travis", "victor", "zac")
+ACCENTED_MBROLA = ("af1", "de1", "de2", "de3", "de4", "de5", "de6", "fr1", "fr4", "gr2", "hu1", "nl2",
+                   "pl1", "ro1", "sw1", "sw2")
 # engine -> voice -> its default f0 in Hz (from the voice's definition or measured; None: the
 # engine cannot change that voice's pitch)
 ENGINE_VOICES = {
@@ -57,17 +59,21 @@ ENGINE_VOICES = {
     # spoken with espeak-ng's prosody (mb-*) and with festival's (*_mbrola)
     "mbrola": {"mb-us1": None, "mb-us2": None, "mb-us3": None, "mb-en1": None,
                "us1_mbrola": 160.0, "us2_mbrola": 90.0, "us3_mbrola": 105.0, "en1_mbrola": 110.0},
+    # English with an accent: espeak-ng maps English phonemes onto MBROLA voices recorded by
+    # speakers of Afrikaans, German, French, Greek, Hungarian, Dutch, Polish, Romanian, Swedish
+    "mbrola_accented": {f"mb-{v}-en": None for v in ACCENTED_MBROLA},
     # SVOX Pico, a small HMM synthesiser (American and British female); pitch by its markup
     "pico": {"en-US": None, "en-GB": None},
 }
 ENGINE_COMMANDS = {"espeak": ("espeak-ng",), "flite": ("flite",), "festival": ("festival",),
-                   "mbrola": ("mbrola", "festival"), "pico": ("pico2wave",)}
+                   "mbrola": ("mbrola", "festival"), "mbrola_accented": ("mbrola",), "pico": ("pico2wave",)}
 # festvox-rablpc16k is in Debian's contrib, MBROLA's voices and pico in non-free (the Makefile
 # enables both components); MBROLA's voices are licensed for non-commercial use only
 ENGINE_PACKAGES = {"espeak": "espeak-ng", "flite": "flite",
                    "festival": "festival festvox-kallpc16k festvox-kdlpc16k festvox-rablpc16k festvox-us-slt-hts",
                    "mbrola": "mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 festvox-us1 festvox-us2 "
                              "festvox-us3 festvox-en1",
+                   "mbrola_accented": " ".join(f"mbrola-{v}" for v in ACCENTED_MBROLA),
                    "pico": "libttspico-utils"}
 FESTIVAL_VOICE_PACKAGE = {"kal_diphone": "festvox-kallpc16k", "ked_diphone": "festvox-kdlpc16k",
                           "rab_diphone": "festvox-rablpc16k", "cmu_us_slt_arctic_hts": "festvox-us-slt-hts",
@@ -354,13 +360,17 @@ def resample(x: np.ndarray, rate_in: int = ESPEAK_RATE, rate_out: int = SAMPLE_R
     up, down = rate_out // g, rate_in // g
     table = _table(up, down)
     half = table.shape[1] // 2
-    n = np.arange(len(x) * up // down)
+    total = len(x) * up // down
     xp = np.concatenate([np.zeros(half), x, np.zeros(half + 1)])
     windows = np.lib.stride_tricks.sliding_window_view(xp, 2 * half)  # a view, no copy
-    # output n sits between input n*down//up and the next one: taps from there -half+1..half;
-    # chunks bound the gathered (n, taps) memory for long noise recordings
-    return np.concatenate([np.einsum("nk,nk->n", table[c * down % up], windows[c * down // up + 1])
-                           for c in np.array_split(n, max(1, len(n) // 32768))] or [np.zeros(0)])
+    out = np.empty(total)
+    # output n sits between input n*down//up and the next one: taps from there -half+1..half.
+    # Outputs n0, n0+up, n0+2up, ... share one phase and step `down` inputs: a strided view of
+    # the windows times one row of taps, with no gathered (n, taps) copies
+    for n0 in range(min(up, total)):
+        rows = windows[n0 * down // up + 1::down][: len(range(n0, total, up))]
+        out[n0::up] = np.einsum("nk,k->n", rows, table[n0 * down % up])
+    return out
 
 
 def trim(x: np.ndarray, rel_threshold: float = 0.02, margin: int = 220) -> np.ndarray:
