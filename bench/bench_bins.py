@@ -4,8 +4,8 @@
 
 Features: the given split if it exists, else the FINN fixture's 200 BIN samples tiled to 1000.
 The BIN files go where the stage writes them, into the repository's folder (a temporary
-subfolder); creating 1000 files there takes ~0.03 s, but ~0.3 s in this machine's crowded /tmp,
-which alone would bound make's speed-up: --tmpdir picks another place (/dev/shm: no disk).
+subfolder). Creating 1000 files there took 0.04-0.57 s from run to run on our VMs' disk, which
+alone bounds make's speed-up; --tmpdir picks another place (/dev/shm: no disk).
 The per-sample baseline is timed on --baseline_samples (default 100) and scaled to 1000; its
 predictions must be identical to ours."""
 from __future__ import annotations
