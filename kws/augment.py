@@ -21,6 +21,8 @@ KEYS = {
     "coeff_mask_width": (0, int, 0),    # each 0..width coefficients wide
     "max_shift": (0, int, 0),           # frames, uniform in [-max_shift, max_shift], edges repeated
     "probability": (1.0, float, 0.0),   # share of clips that are augmented at all
+    "channel_offset": (0.0, float, 0.0),  # per-clip constant added to each coefficient, x its std
+    "mixup": (0.0, float, 0.0),         # mix each clip with another by a weight uniform in [0, mixup]
 }
 
 
@@ -76,6 +78,29 @@ def mask(x: torch.Tensor, time_masks: int, time_width: int, coeff_masks: int, co
     return torch.where(t | c, x.mean(dim=-1, keepdim=True), x)
 
 
+def channel_offset(x: torch.Tensor, scale: float, gen: torch.Generator) -> torch.Tensor:
+    """Add a per-clip constant to each coefficient, normal with `scale` x the batch's std of that
+    coefficient: a microphone or room filter multiplies the spectrum, i.e. adds a constant to the
+    log-mel bins and so to every MFCC over the whole clip (cepstral mean shift)."""
+    if scale == 0:
+        return x
+    n, _, coeffs, _ = x.shape
+    std = x.std(dim=(0, 1, 3)).view(1, 1, coeffs, 1)
+    return x + scale * std * torch.randn(n, 1, coeffs, 1, generator=gen)
+
+
+def mixup(x: torch.Tensor, targets: torch.Tensor, max_weight: float, gen: torch.Generator):
+    """Mix each clip and its one-hot target with a random other clip of the batch, by a weight
+    uniform in [0, max_weight] (the clip itself keeps the rest). Returns (x, soft targets)."""
+    if max_weight == 0:
+        return x, targets
+    n = x.shape[0]
+    other = torch.randperm(n, generator=gen)
+    w = torch.rand(n, generator=gen) * max_weight
+    mixed = (1 - w).view(n, 1, 1, 1) * x + w.view(n, 1, 1, 1) * x[other]
+    return mixed, (1 - w).view(n, 1) * targets + w.view(n, 1) * targets[other]
+
+
 def augment(x: torch.Tensor, cfg: dict, gen: torch.Generator) -> torch.Tensor:
     """A new augmented batch (x is left untouched); cfg from check_params."""
     if not cfg["enabled"]:
@@ -84,6 +109,7 @@ def augment(x: torch.Tensor, cfg: dict, gen: torch.Generator) -> torch.Tensor:
         raise KwsError(f"augment: expected a batch (N, 1, coeffs, frames), got shape {tuple(x.shape)}")
     y = time_shift(x, cfg["max_shift"], gen)
     y = mask(y, cfg["time_masks"], cfg["time_mask_width"], cfg["coeff_masks"], cfg["coeff_mask_width"], gen)
+    y = channel_offset(y, cfg["channel_offset"], gen)
     if cfg["probability"] < 1.0:
         keep = torch.rand(x.shape[0], generator=gen) >= cfg["probability"]
         y = torch.where(keep.view(-1, 1, 1, 1), x, y)

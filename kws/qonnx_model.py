@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
+from qonnx.custom_op.registry import getCustomOp
 from qonnx.transformation.change_batchsize import ChangeBatchSize
 from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.util.cleanup import cleanup_model
@@ -80,14 +81,33 @@ def input_shape(model: ModelWrapper) -> tuple[int, ...]:
     return tuple(model.get_tensor_shape(input_name(model)))
 
 
-def input_quant(model: ModelWrapper) -> InputQuant:
-    """Read the Quant node fed directly by the graph input."""
+def input_quant_node(model: ModelWrapper) -> onnx.NodeProto:
+    """The Quant node fed directly by the graph input."""
     consumers = model.find_consumers(input_name(model)) or []
     quants = [n for n in consumers if n.op_type == "Quant"]
     if len(quants) != 1:
         found = ", ".join(n.op_type for n in consumers) or "nothing"
         raise KwsError(f"model input '{input_name(model)}' feeds {found}, not one Quant node")
-    node = quants[0]
+    return quants[0]
+
+
+def input_only_feeds_quant(model: ModelWrapper) -> bool:
+    """True when the input Quant node is all the graph sees of its input."""
+    return len(model.find_consumers(input_name(model)) or []) == 1
+
+
+def run_input_quant(model: ModelWrapper, x: np.ndarray) -> np.ndarray:
+    """The input Quant node alone, executed by qonnx's own Quant op on x (any batch size)."""
+    node = input_quant_node(model)
+    context = {name: model.get_initializer(name) for name in node.input[1:]}
+    context[node.input[0]] = np.asarray(x, dtype=np.float32)
+    getCustomOp(node).execute_node(context, model.graph)
+    return context[node.output[0]]
+
+
+def input_quant(model: ModelWrapper) -> InputQuant:
+    """Read the Quant node fed directly by the graph input."""
+    node = input_quant_node(model)
     values = []
     for name in node.input[1:4]:  # scale, zero point, bit width
         init = model.get_initializer(name)

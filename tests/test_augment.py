@@ -73,6 +73,29 @@ def test_probability_leaves_some_clips_alone():
     assert 0.35 < same < 0.65
 
 
+def test_channel_offset_is_one_constant_per_clip_and_coefficient():
+    x = _batch(n=2000)
+    y = augment.channel_offset(x, 0.5, torch.Generator().manual_seed(0))
+    d = y - x
+    assert torch.allclose(d, d[..., :1].expand_as(d), atol=1e-5)  # the same over all frames
+    per_coeff = d[..., 0].squeeze(1).std(0) / x.std(dim=(0, 1, 3))
+    assert torch.allclose(per_coeff, torch.full_like(per_coeff, 0.5), atol=0.05)  # 0.5 x each coefficient's std
+    assert augment.channel_offset(x, 0.0, torch.Generator()) is x
+
+
+def test_mixup_mixes_clips_and_targets_alike():
+    x = _batch(n=300)
+    targets = torch.nn.functional.one_hot(torch.arange(300) % 12, 12).float()
+    y, t = augment.mixup(x, targets, 0.4, torch.Generator().manual_seed(0))
+    w = 1 - t.max(1).values  # the other clip's share (distinct classes mostly)
+    assert torch.allclose(t.sum(1), torch.ones(300))
+    assert 0 < w.max() <= 0.4 and w.mean() > 0.1
+    # each mixed clip is (1 - w) of itself plus w of one other clip of the batch
+    other = ((y - (1 - w).view(-1, 1, 1, 1) * x) / w.clamp(min=1e-6).view(-1, 1, 1, 1))
+    i = int(w.argmax())
+    assert min((other[i] - x[j]).abs().max().item() for j in range(300)) < 1e-3
+
+
 @pytest.mark.parametrize("bad, key", [({"time_masks": -1}, "time_masks"), ({"enabled": 1}, "enabled"),
                                       ({"probability": 1.5}, "probability"), ({"max_shit": 2}, "max_shit"),
                                       ({"coeff_mask_width": 2.5}, "coeff_mask_width")])

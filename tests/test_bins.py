@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 
 from kws import bins
 from kws.common import KwsError, atomic_path
-from kws.qonnx_model import InputQuant, input_quant, load_qonnx
+from kws.qonnx_model import InputQuant, input_quant, load_qonnx, run_batch
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "make_bin_files.py"
@@ -176,6 +176,28 @@ def test_accuracy_gap_fails_and_writes_nothing(model, fixture_bins, tmp_path, mo
         with atomic_path(target) as tmp:
             bins.make_bins(tmp, model, x, labels, "mfcc", 200, 0.02)
     assert [p.name for p in target.iterdir()] == ["keep.bin"]
+
+
+def test_float_predictions_equal_a_model_run_on_the_float_samples(model, fixture_bins, tmp_path):
+    """The shortcut (the model's Quant of the float samples equals its Quant of the files) must
+    give what running the model on the float samples gives; files that differ from the samples
+    must make it run the model on them instead of reusing the files' predictions."""
+    _, labels, q = fixture_bins
+    x = input_quant(model).dequantize(q)[:, 0].transpose(0, 2, 1) + np.float32(0.1)  # off-grid
+    with atomic_path(tmp_path / "bins") as out:
+        v, float_accuracy = bins.make_bins(out, model, x, labels, "mfcc", 200, 0.0)
+    x_model = bins.to_model_layout(x, (1, 1, 10, 49))
+    on_float = bins.predict(run_batch(model, x_model))[0]
+    assert (bins.float_predictions(model, x_model, v) == on_float).all()
+    assert float_accuracy == float((on_float == labels).mean())
+
+    # every sample's files shifted by 3 quantization steps: the files no longer are the samples
+    shifted = (q.astype(np.int16) + 3).clip(-127, 127).astype(np.int8)
+    for name, sample in zip(v.names, shifted):
+        sample.tofile(tmp_path / "bins" / name)
+    tampered = bins.validate_bins(tmp_path / "bins", model)
+    assert (tampered.predictions != on_float).any()
+    assert (bins.float_predictions(model, x_model, tampered) == on_float).all()
 
 
 def test_layout_and_ties():
