@@ -22,7 +22,6 @@ KEYS = {
     "max_shift": (0, int, 0),           # frames, uniform in [-max_shift, max_shift], edges repeated
     "probability": (1.0, float, 0.0),   # share of clips that are augmented at all
     "channel_offset": (0.0, float, 0.0),  # per-clip constant added to each coefficient, x its std
-    "mixup": (0.0, float, 0.0),         # mix each clip with another by a weight uniform in [0, mixup]
 }
 
 
@@ -87,18 +86,6 @@ def channel_offset(x: torch.Tensor, scale: float, gen: torch.Generator) -> torch
     n, _, coeffs, _ = x.shape
     std = x.std(dim=(0, 1, 3)).view(1, 1, coeffs, 1)
     return x + scale * std * torch.randn(n, 1, coeffs, 1, generator=gen)
-
-
-def mixup(x: torch.Tensor, targets: torch.Tensor, max_weight: float, gen: torch.Generator):
-    """Mix each clip and its one-hot target with a random other clip of the batch, by a weight
-    uniform in [0, max_weight] (the clip itself keeps the rest). Returns (x, soft targets)."""
-    if max_weight == 0:
-        return x, targets
-    n = x.shape[0]
-    other = torch.randperm(n, generator=gen)
-    w = torch.rand(n, generator=gen) * max_weight
-    mixed = (1 - w).view(n, 1, 1, 1) * x + w.view(n, 1, 1, 1) * x[other]
-    return mixed, (1 - w).view(n, 1) * targets + w.view(n, 1) * targets[other]
 
 
 def augment(x: torch.Tensor, cfg: dict, gen: torch.Generator) -> torch.Tensor:

@@ -182,10 +182,7 @@ def train_epoch(model, optimizer, criterion, x, y, batch_size: int, gen: torch.G
         idx = perm[i:i + batch_size]
         optimizer.zero_grad(set_to_none=True)
         xb = x[idx] if aug is None else augment.augment(x[idx], aug, gen)  # params train.augment
-        yb = y[idx]
-        if aug is not None and aug["enabled"] and aug["mixup"] > 0:
-            xb, yb = augment.mixup(xb, nn.functional.one_hot(yb, NUM_CLASSES).float(), aug["mixup"], gen)
-        loss = criterion(model(xb), yb)
+        loss = criterion(model(xb), y[idx])
         loss.backward()
         optimizer.step()
         total += loss.item() * len(idx)
