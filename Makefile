@@ -8,9 +8,9 @@ DVC := $(VENV)/bin/dvc
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 DEBIAN_PACKAGES := espeak-ng ffmpeg flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
   festvox-rablpc16k mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 festvox-us1 festvox-us2 \
-  festvox-us3 festvox-en1 libttspico-utils \
+  festvox-us3 festvox-en1 libttspico-utils rhvoice rhvoice-english \
   $(addprefix mbrola-,af1 de1 de2 de3 de4 de5 de6 fr1 fr4 gr2 hu1 nl2 pl1 ro1 sw1 sw2)
-# festvox-rablpc16k is in Debian's contrib, the MBROLA voices and pico in non-free
+# festvox-rablpc16k is in Debian's contrib, the MBROLA voices, pico and RHVoice in non-free
 APT_CONTRIB_NON_FREE := /etc/apt/sources.list.d/kws-contrib-non-free.sources
 # torch==2.13.0+cpu comes from PyTorch's CPU index, unless pip's configured wheel folder has it
 TORCH_INDEX ?= $(if $(wildcard /opt/wheels/torch-2.13.0+cpu*),,https://download.pytorch.org/whl/cpu)

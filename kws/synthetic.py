@@ -65,17 +65,23 @@ ENGINE_VOICES = {
     "mbrola_accented": {f"mb-{v}-en": None for v in ACCENTED_MBROLA},
     # SVOX Pico, a small HMM synthesiser (American and British female); pitch by its markup
     "pico": {"en-US": None, "en-GB": None},
+    # RHVoice's English HMM voices, trained on recordings of real people: four CMU ARCTIC speakers
+    # (alan Scottish, bdl, clb, slt American) and two Russian speakers of English (evgeniy-eng,
+    # lyubov); pitch and rate in percent of the voice's own
+    "rhvoice": {v: None for v in ("alan", "bdl", "clb", "evgeniy-eng", "lyubov", "slt")},
 }
 ENGINE_COMMANDS = {"espeak": ("espeak-ng",), "flite": ("flite",), "festival": ("festival",),
-                   "mbrola": ("mbrola", "festival"), "mbrola_accented": ("mbrola",), "pico": ("pico2wave",)}
-# festvox-rablpc16k is in Debian's contrib, MBROLA's voices and pico in non-free (the Makefile
-# enables both components); MBROLA's voices are licensed for non-commercial use only
+                   "mbrola": ("mbrola", "festival"), "mbrola_accented": ("mbrola",), "pico": ("pico2wave",),
+                   "rhvoice": ("RHVoice-test",)}
+# festvox-rablpc16k is in Debian's contrib, MBROLA's voices, pico and RHVoice in non-free (the
+# Makefile enables both components); MBROLA's voices and RHVoice's evgeniy-eng and lyubov are
+# licensed for non-commercial use only
 ENGINE_PACKAGES = {"espeak": "espeak-ng", "flite": "flite",
                    "festival": "festival festvox-kallpc16k festvox-kdlpc16k festvox-rablpc16k festvox-us-slt-hts",
                    "mbrola": "mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 festvox-us1 festvox-us2 "
                              "festvox-us3 festvox-en1",
                    "mbrola_accented": " ".join(f"mbrola-{v}" for v in ACCENTED_MBROLA),
-                   "pico": "libttspico-utils"}
+                   "pico": "libttspico-utils", "rhvoice": "rhvoice rhvoice-english"}
 FESTIVAL_VOICE_PACKAGE = {"kal_diphone": "festvox-kallpc16k", "ked_diphone": "festvox-kdlpc16k",
                           "rab_diphone": "festvox-rablpc16k", "cmu_us_slt_arctic_hts": "festvox-us-slt-hts",
                           "us1_mbrola": "festvox-us1", "us2_mbrola": "festvox-us2",
@@ -261,6 +267,12 @@ def synthesize(engine: str, voice: str, items: list[tuple[str, float, float]]) -
                 # pico2wave's markup: levels in percent of the voice's own pitch and speed
                 markup = f'<pitch level="{round(100 * pitch)}"><speed level="{round(100 / rate)}">{text}</speed></pitch>'
                 _run_tts(["pico2wave", "-l", voice, "-w", path, markup], f"pico2wave -l {voice}")
+        elif program == "rhvoice":
+            for i, ((text, pitch, rate), path) in enumerate(zip(items, paths)):
+                text_path = Path(tmp) / f"{i}.txt"
+                text_path.write_text(text + "\n")
+                _run_tts(["RHVoice-test", "-p", voice, "-t", str(round(100 * pitch)), "-r", str(round(100 / rate)),
+                          "-i", str(text_path), "-o", path], f"RHVoice-test -p {voice}")
         elif program == "flite":
             for (text, pitch, rate), path in zip(items, paths):
                 cmd = ["flite", "-voice", voice, "--setf", f"duration_stretch={rate:.4f}"]

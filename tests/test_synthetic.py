@@ -17,9 +17,10 @@ from kws.labels import (ALL_WORDS, BACKGROUND_NOISE_DIR, KEYWORDS, OTHER_WORDS, 
                         TRAIN_ARCHIVE, UNKNOWN_DIR)
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {"num_speakers": 6, "takes_per_word": 2, "validation_fraction": 0.2, "test_fraction": 0.2,
+TINY = {"num_speakers": 7, "takes_per_word": 2, "validation_fraction": 0.2, "test_fraction": 0.2,
         "noise_seconds": 3, "test_silence_clips": 7, "test_unknown_clips": 5,
-        "engines": {"espeak": 1, "flite": 1, "festival": 1, "mbrola": 1, "mbrola_accented": 1, "pico": 1},  # one speaker each
+        "engines": {"espeak": 1, "flite": 1, "festival": 1, "mbrola": 1, "mbrola_accented": 1, "pico": 1, "rhvoice": 1},
+        # one speaker each
         "channel_tilt_db": [-3, 3], "channel_ripple_db": 3, "noise_floor_db": [-85, -40], "noise_floor_ripple_db": 6}
 NAME = re.compile(r"^([0-9a-f]{8})_nohash_(\d+)\.wav$")
 
@@ -103,10 +104,10 @@ def _f0(x: np.ndarray, rate: int) -> float:
 
 
 @pytest.mark.parametrize("engine, voice", [("pico", "en-US"), ("mbrola", "us1_mbrola"), ("festival", "rab_diphone"),
-                                           ("flite", "slt")])
+                                           ("flite", "slt"), ("rhvoice", "clb")])
 def test_pitch_factor_moves_f0(engine, voice):
     """Each engine's own pitch control (pico's markup, festival's intonation targets, flite's
-    f0 mean) really moves f0 by about the requested factor."""
+    f0 mean, RHVoice's percent) really moves f0 by about the requested factor."""
     low, high = synthetic.synthesize(engine, voice, [("ah", 0.8, 1.0), ("ah", 1.25, 1.0)])
     ratio = _f0(*high) / _f0(*low)
     assert ratio == pytest.approx(1.25 / 0.8, rel=0.15)
@@ -279,7 +280,7 @@ def test_missing_engine_is_one_line_no_fallback(tmp_path):
     """festival selected but not on PATH: a clear error, no corpus from the other engines."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("espeak-ng", "flite", "mbrola", "pico2wave"):
+    for tool in ("espeak-ng", "flite", "mbrola", "pico2wave", "RHVoice-test"):
         (bin_dir / tool).symlink_to(subprocess.run(["which", tool], capture_output=True, text=True).stdout.strip())
     r = _script(tmp_path, {"seed": 0, "synthetic": TINY, "dataset": {"source": "synthetic"}}, tmp_path / "c",
                 env={**os.environ, "PATH": str(bin_dir)})
