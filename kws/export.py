@@ -81,22 +81,67 @@ def brevitas_logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
 
 
+# A hidden activation whose input lies this close (in quantization steps) to a rounding boundary
+# k + 0.5 may round either way: torch and numpy compute BatchNorm's float32 terms in another order.
+# The flips seen were all within 1e-6 steps of a boundary (8 samples of 4096 for one model); 1e-5
+# marks about 2% of samples as possibly flipping.
+ROUNDING_MARGIN = 1e-5
+
+
+def rounding_margins(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    """Per sample: the smallest distance, in quantization steps, of any hidden activation's input
+    from a rounding boundary (inputs clamped to the quantizer's range do not count). The input
+    quantizer is left out: both sides divide the same floats by the same scale."""
+    from brevitas.nn import QuantReLU
+
+    margins = np.full(len(x), np.inf)
+
+    def hook(module, inputs, output):
+        v = torch.relu(inputs[0].detach())
+        scale = module.act_quant.scale().detach()
+        t, q = (v / scale).flatten(1), (output.detach() / scale).flatten(1)
+        if float(module.act_quant.bit_width()) == 1:  # binary: the boundary is the sign
+            m = t.abs()
+        else:
+            off = (t - q).abs()
+            m = torch.where(off <= 0.5 + ROUNDING_MARGIN, 0.5 - off, torch.inf).abs()
+        margins[:] = np.minimum(margins, m.min(1).values.double().numpy())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, QuantReLU)]
+    try:
+        brevitas_logits(model, x)
+    finally:
+        for h in handles:
+            h.remove()
+    return margins
+
+
 def compare(qonnx_model, reference: nn.Module, x: np.ndarray, atol: float) -> dict:
-    """QONNX vs Brevitas logits on `x`; KwsError unless within atol with the same argmax.
-    Low-bit logits tie exactly, and float rounding (~1e-7) then decides either argmax: a
-    different argmax counts only if the QONNX pick is not within atol of the Brevitas maximum."""
+    """QONNX vs Brevitas logits on `x`; KwsError unless every sample matches within atol with the
+    same argmax. Two float effects are not export errors and are allowed, and counted:
+      - a sample with an activation on a rounding boundary (ROUNDING_MARGIN) may differ by the
+        resulting one-step flip (a few samples in thousands: 8 of 4096 for one trained model);
+      - low-bit logits tie exactly, and float rounding (~1e-7) then decides either argmax: a
+        different argmax counts only if the QONNX pick is within atol of the Brevitas maximum.
+    A wrong export (scales, layers, layout) differs on far more samples than sit on a boundary."""
     got = run_batch(qonnx_model, x)
     want = brevitas_logits(reference, x)
-    diff = float(np.max(np.abs(got - want)))
+    sample_diff = np.abs(got - want).max(1)
+    off = sample_diff > atol
+    on_boundary = rounding_margins(reference, x) < ROUNDING_MARGIN
+    unexplained = off & ~on_boundary
     pick = got.argmax(1)
     differs = pick != want.argmax(1)
     tied = want[np.arange(len(x)), pick] >= want.max(1) - atol
-    agree = float(np.mean(~differs | tied))
-    if not diff <= atol or agree < 1.0:
-        raise KwsError(f"QONNX export does not match the Brevitas model on {len(x)} samples: max |logit diff| "
-                       f"{diff:.3g} (atol {atol:g}), argmax agreement {agree:.4f}; nothing written")
-    return {"check_samples": len(x), "max_abs_logit_diff": diff, "argmax_agreement": agree,
-            "ties_decided_by_rounding": int(np.sum(differs & tied))}
+    agree = float(np.mean(~differs | tied | on_boundary))
+    diff = float(sample_diff.max())
+    if unexplained.any() or agree < 1.0:
+        raise KwsError(f"QONNX export does not match the Brevitas model on {len(x)} samples: {int(unexplained.sum())} "
+                       f"differ by more than atol {atol:g} (max |logit diff| {diff:.3g}) without an activation on "
+                       f"a rounding boundary, argmax agreement {agree:.4f}; nothing written")
+    return {"check_samples": len(x), "max_abs_logit_diff": float(sample_diff[~off].max(initial=0.0)),
+            "argmax_agreement": agree, "ties_decided_by_rounding": int(np.sum(differs & tied)),
+            "rounding_flips": int(off.sum()), "max_rounding_flip_logit_diff": float(sample_diff[off].max(initial=0.0))}
 
 
 def export_checked(model: nn.Module, out_path: str | os.PathLike, x_check: np.ndarray, atol: float,

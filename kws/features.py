@@ -19,7 +19,9 @@ Deviations from the reference (on purpose):
   - Noise is drawn PER CLIP from a numpy Generator seeded with params `seed` (noise_plan), so the
     training set is reproducible byte for byte. The reference calls np.random inside a function
     that tf.data traces once, so all its training clips share one noise segment and one volume.
-  - Features are computed once per split and stored, not re-drawn every epoch.
+  - Features are computed once per split and stored, not re-drawn every epoch. Instead the
+    training split can hold `train_copies` copies of every clip, each with its own noise draw
+    (copy 1 is the single-copy split, so train_copies 1 gives the same bytes as before).
   - lfbe takes its mel bin count from `num_mel_bins` (40); the reference reuses
     dct_coefficient_count, i.e. it must be run with --dct_coefficient_count 40 to get 49x40.
   - The peak is taken over the clip's first `length` samples (the reference sees the unpadded
@@ -68,6 +70,7 @@ class FeatureConfig:
     dct_coefficient_count: int = 10
     background_frequency: float = 0.8
     background_volume: float = 0.1
+    train_copies: int = 1
     batch_size: int = 256
 
     def __post_init__(self):
@@ -79,6 +82,8 @@ class FeatureConfig:
             raise KwsError("features: background_frequency must be in [0, 1] and background_volume >= 0")
         if self.feature_type == "mfcc" and not 0 < self.dct_coefficient_count <= self.num_mel_bins:
             raise KwsError("features.dct_coefficient_count: must be in [1, num_mel_bins]")
+        if isinstance(self.train_copies, bool) or not isinstance(self.train_copies, int) or self.train_copies < 1:
+            raise KwsError(f"features.train_copies: expected an integer >= 1, got {self.train_copies!r}")
         if self.batch_size < 1:
             raise KwsError("features.batch_size: must be >= 1")
 
@@ -275,13 +280,21 @@ def make_features(dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, cf
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for split, d in data.items():
-            mix = {}
+            y, file, desc = d["label"], d["file"], f"{split} {cfg.feature_type}"
             if split == "train":
+                # copy k = every training clip with the k-th noise draw (one generator, drawn in turn)
                 rng = np.random.default_rng(seed)
-                mix = {"noise": noise, "plan": noise_plan(len(d["audio"]), [len(r) for r in noise.values()], cfg, rng)}
-            x = extract(d["audio"], d["length"], cfg, desc=f"{split} {cfg.feature_type}", **mix)
+                lengths = [len(r) for r in noise.values()]
+                copies = cfg.train_copies
+                x = np.concatenate([
+                    extract(d["audio"], d["length"], cfg, noise=noise, plan=noise_plan(len(y), lengths, cfg, rng),
+                            desc=desc + (f" copy {k + 1}/{copies}" if copies > 1 else ""))
+                    for k in range(copies)])
+                y, file = np.tile(y, copies), np.tile(file, copies)
+            else:
+                x = extract(d["audio"], d["length"], cfg, desc=desc)
             if not np.isfinite(x).all():
                 raise KwsError(f"{dataset_dir / split}.npz: non-finite {cfg.feature_type} features")
-            save_npz(tmp / f"{split}.npz", x=x, y=d["label"], file=d["file"], feature_type=np.array(cfg.feature_type))
+            save_npz(tmp / f"{split}.npz", x=x, y=y, file=file, feature_type=np.array(cfg.feature_type))
             summary[split] = {"clips": len(x), "shape": list(x.shape[1:])}
     return summary

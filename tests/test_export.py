@@ -12,7 +12,8 @@ from onnx import numpy_helper
 
 from kws import train as T
 from kws.common import KwsError, load_params
-from kws.export import compare, export_checked, latest_local_state, model_from_state, run_export
+from kws.export import (ROUNDING_MARGIN, compare, export_checked, latest_local_state, model_from_state,
+                        rounding_margins, run_export)
 from kws.qonnx_model import input_quant, load_qonnx
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,6 +93,53 @@ def test_tampered_onnx_fails_the_check(trained, tmp_path):
     assert compare(load_qonnx(trained["out"]), model, x, 1e-4)["argmax_agreement"] == 1.0
     with pytest.raises(KwsError, match="does not match the Brevitas model"):
         compare(load_qonnx(tmp_path / "tampered.onnx"), model, x, 1e-4)
+
+
+def _first_hidden_layer(model):
+    from brevitas.nn import QuantReLU
+
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d))
+    relu = next(m for m in model.modules() if isinstance(m, QuantReLU))
+    return bn, relu, float(relu.act_quant.scale())
+
+
+def _pre_activations(model, relu, x):
+    seen = {}
+
+    def hook(module, inputs, output):
+        seen["v"] = inputs[0].detach().numpy().copy()
+
+    handle = relu.register_forward_hook(hook)
+    with torch.no_grad():
+        model(torch.from_numpy(x))
+    handle.remove()
+    return seen["v"]
+
+
+def test_rounding_margin_finds_an_activation_on_a_boundary(trained):
+    state, _ = latest_local_state(trained["root"] / "checkpoints")
+    model, _ = model_from_state(state, None, "ckpt")
+    x = T.load_features(trained["features"]).x["validation"].numpy()[:64]
+    assert (rounding_margins(model, x) >= ROUNDING_MARGIN).mean() > 0.9  # a boundary is rare
+    bn, relu, scale = _first_hidden_layer(model)
+    t = _pre_activations(model, relu, x)[0] / scale
+    j = int(np.argmax((t > 1) & (t < 5)))
+    with torch.no_grad():  # move sample 0's unit j onto the boundary between two levels
+        bn.bias[j] += float((np.floor(t[j]) + 0.5 - t[j]) * scale)
+    assert rounding_margins(model, x)[0] < ROUNDING_MARGIN
+
+
+def test_a_small_non_rounding_difference_fails_the_check(trained):
+    # a third of a step on one BatchNorm: few samples change, none of them by a rounding tie
+    state, _ = latest_local_state(trained["root"] / "checkpoints")
+    model, _ = model_from_state(state, None, "ckpt")
+    x = T.load_features(trained["features"]).x["validation"].numpy()
+    exported = load_qonnx(trained["out"])
+    bn, relu, scale = _first_hidden_layer(model)
+    with torch.no_grad():
+        bn.bias[:4] += scale / 3
+    with pytest.raises(KwsError, match=r"differ by more than atol .* without an activation on a rounding boundary"):
+        compare(exported, model, x, 1e-4)
 
 
 def test_mismatch_writes_nothing(trained, tmp_path):

@@ -162,8 +162,8 @@ def test_stage_outputs_deterministic_and_noise_only_on_train(tmp_path):
         script_main([str(a) for a in args])
 
     data = write_dataset(tmp_path / "dataset")
-    p0 = write_params(tmp_path / "p0.yaml", seed=0, batch_size=4)
-    p1 = write_params(tmp_path / "p1.yaml", seed=1, batch_size=4)
+    p0 = write_params(tmp_path / "p0.yaml", seed=0, batch_size=4, train_copies=1)
+    p1 = write_params(tmp_path / "p1.yaml", seed=1, batch_size=4, train_copies=1)
     main(["--params", p0, "--dataset", data, "--out", tmp_path / "a"])
     main(["--params", p0, "--dataset", data, "--out", tmp_path / "b"])
     main(["--params", p1, "--dataset", data, "--out", tmp_path / "c"])
@@ -183,6 +183,26 @@ def test_stage_outputs_deterministic_and_noise_only_on_train(tmp_path):
             assert (z["file"] == src["file"]).all() and str(z["feature_type"]) == "mfcc"
             clean = extract(src["audio"], src["length"], cfg, progress=False)
             assert (np.abs(z["x"] - clean).max() > 1e-3) == (split == "train")
+
+
+def test_train_copies_are_fresh_noise_draws_of_the_same_clips(tmp_path):
+    script_main = load_main()
+    data = write_dataset(tmp_path / "dataset")
+    for copies in (1, 3):
+        p = write_params(tmp_path / f"p{copies}.yaml", batch_size=4, train_copies=copies, background_frequency=1.0)
+        script_main(["--params", str(p), "--dataset", str(data), "--out", str(tmp_path / f"c{copies}")])
+    one, three = (np.load(tmp_path / f"c{k}" / "train.npz") for k in (1, 3))
+    assert three["x"].shape == (18, 49, 10)
+    assert (three["y"] == np.tile(one["y"], 3)).all() and (three["file"] == np.tile(one["file"], 3)).all()
+    assert (three["x"][:6] == one["x"]).all()  # copy 1 is the single-copy split
+    for k in (1, 2):  # every later copy has its own noise
+        assert np.abs(three["x"][6 * k:6 * k + 6] - one["x"]).max(axis=(1, 2)).min() > 1e-3
+    for split in ("validation", "test"):
+        assert (tmp_path / "c1" / f"{split}.npz").read_bytes() == (tmp_path / "c3" / f"{split}.npz").read_bytes()
+    bad = write_params(tmp_path / "bad.yaml", train_copies=0)
+    r = run_script("--params", bad, "--dataset", data, "--out", tmp_path / "bad")
+    assert r.returncode == 1 and r.stderr.strip() == "error: features.train_copies: expected an integer >= 1, got 0"
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.parametrize("case, expected", [

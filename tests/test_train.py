@@ -103,6 +103,23 @@ def test_resume_after_interruption_is_bit_exact(blobs, tmp_path):
     assert sa["scheduler"] == sb["scheduler"]
 
 
+def test_trained_bytes_do_not_depend_on_the_callers_thread_count(blobs, tmp_path):
+    # big enough batches that BatchNorm's and the loss's reductions run multi-threaded
+    data = T.load_features(blobs)
+    params = tiny_params(epochs=2, batch_size=1200)
+    before = torch.get_num_threads()
+    try:
+        states = []
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            model, _, _ = _run(data, tmp_path / str(threads), params)
+            states.append(model.state_dict())
+    finally:
+        torch.set_num_threads(before)
+    for k, a in states[0].items():
+        assert torch.equal(a, states[1][k]), k
+
+
 def test_checkpoint_of_other_params_is_not_resumed(blobs, tmp_path, capsys):
     data = T.load_features(blobs)
     params = tiny_params(epochs=2)
