@@ -90,9 +90,11 @@ INTONATIONS = ("", ".", "?", "!")  # statement / question / exclamation prosody,
 TAKE_JITTER = 0.06  # per-take log-uniform jitter of pitch and rate around the speaker's own
 DEFAULTS = {"engines": {"espeak": 1.0}, "pitch_range": [0.75, 1.35], "rate_range": [0.8, 1.25],
             "formant_range": [0.9, 1.12], "intonation": True, "channel_tilt_db": [0.0, 0.0],
-            "channel_ripple_db": 0.0, "noise_floor_db": [-60.0, -40.0], "noise_floor_ripple_db": 0.0}
-# tfds puts the silence cut from running_tap.wav into validation, the rest into train.
-NOISE_KINDS = ("white_noise", "pink_noise", "brown_noise", "electric_hum", "running_tap", "babble")
+            "channel_ripple_db": 0.0, "noise_floor_db": [-60.0, -40.0], "noise_floor_ripple_db": 0.0,
+            "noise_kinds": ["white_noise", "pink_noise", "brown_noise", "electric_hum", "running_tap", "babble"]}
+# _background_noise_/<kind>.wav; tfds puts the silence cut from running_tap.wav into validation,
+# the rest into train
+NOISE_KINDS = ("white_noise", "pink_noise", "room_tone", "brown_noise", "electric_hum", "running_tap", "babble")
 BABBLE_WORDS = ("the", "and", "that", "have", "with", "this", "from", "they", "would", "there",
                 "their", "what", "about", "which", "when", "make", "like", "time", "just", "know",
                 "people", "year", "take", "them", "some", "could", "than", "then", "look", "only")
@@ -134,6 +136,12 @@ def check_params(cfg: dict) -> dict:
         r = cfg[key]
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r <= 12:
             raise KwsError(f"params synthetic.{key}: expected a number in [0, 12], got {r!r}")
+    kinds = cfg["noise_kinds"]
+    if not (isinstance(kinds, (list, tuple)) and kinds and all(k in NOISE_KINDS for k in kinds)
+            and len(set(kinds)) == len(kinds)):
+        raise KwsError(f"params synthetic.noise_kinds: expected distinct names out of {', '.join(NOISE_KINDS)}, got {kinds!r}")
+    if "running_tap" not in kinds:
+        raise KwsError("params synthetic.noise_kinds: running_tap is needed (the validation split's silence is cut from it)")
     if not isinstance(cfg["intonation"], bool):
         raise KwsError(f"params synthetic.intonation: expected true or false, got {cfg['intonation']!r}")
     return cfg
@@ -477,6 +485,10 @@ def noise(kind: str, seconds: float, rng: np.random.Generator) -> np.ndarray:
         x = _colored(rng, n, 1.0)
     elif kind == "brown_noise":
         x = _colored(rng, n, 2.0)
+    elif kind == "room_tone":
+        # between pink and brown: the spectrum of the quiet frames of noisy real recordings
+        # (their mean MFCCs c1..c4 match this noise's, white noise's c1 has the other sign)
+        x = _colored(rng, n, 1.5)
     elif kind == "electric_hum":
         mains = rng.choice([50.0, 60.0])
         x = sum(rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * mains * k * t + rng.uniform(0, 2 * np.pi))
@@ -527,9 +539,9 @@ def _make_noise(task) -> None:
 
 def _make_silence(task) -> None:
     # fresh noise (own stream), never the train recordings: no train/test overlap
-    root, seed, i = task
+    root, seed, i, kinds = task
     rng = _rng(seed, "test_silence", i)
-    kind = NOISE_KINDS[i % len(NOISE_KINDS)]
+    kind = kinds[i % len(kinds)]
     clip = noise(kind, 1.0, rng) * rng.uniform(0.05, 1.0)
     write_wav(Path(root) / "test" / SILENCE_DIR / f"{kind}_{i:04d}_nohash_0.wav", to_int16(clip))
 
@@ -557,8 +569,8 @@ def build_corpus(out: str | Path, cfg: dict, seed: int, workers: int = 2) -> dic
         order = sorted(speakers, key=lambda s: (front_end(speakers[s].engine, speakers[s].voice) != "festival", s))
         tasks = [(str(tmp), seed, sid, speakers[sid], takes, cfg) for sid in order]
         _run(_make_speaker, tasks, workers, "speakers", "speaker")
-        _run(_make_noise, [(str(tmp), seed, k, cfg["noise_seconds"]) for k in NOISE_KINDS], workers, "noise")
-        _run(_make_silence, [(str(tmp), seed, i) for i in range(int(cfg["test_silence_clips"]))],
+        _run(_make_noise, [(str(tmp), seed, k, cfg["noise_seconds"]) for k in cfg["noise_kinds"]], workers, "noise")
+        _run(_make_silence, [(str(tmp), seed, i, cfg["noise_kinds"]) for i in range(int(cfg["test_silence_clips"]))],
              workers, "test silence")
         rel = {s: [] for s in ("train", "validation", "test")}
         for sid in speakers:

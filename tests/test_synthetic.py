@@ -21,7 +21,8 @@ TINY = {"num_speakers": 7, "takes_per_word": 2, "validation_fraction": 0.2, "tes
         "noise_seconds": 3, "test_silence_clips": 7, "test_unknown_clips": 5,
         "engines": {"espeak": 1, "flite": 1, "festival": 1, "mbrola": 1, "mbrola_accented": 1, "pico": 1, "rhvoice": 1},
         # one speaker each
-        "channel_tilt_db": [-3, 3], "channel_ripple_db": 3, "noise_floor_db": [-85, -40], "noise_floor_ripple_db": 6}
+        "channel_tilt_db": [-3, 3], "channel_ripple_db": 3, "noise_floor_db": [-85, -40], "noise_floor_ripple_db": 6,
+        "noise_kinds": ["room_tone", "white_noise", "brown_noise", "electric_hum", "running_tap", "babble"]}
 NAME = re.compile(r"^([0-9a-f]{8})_nohash_(\d+)\.wav$")
 
 
@@ -220,6 +221,19 @@ def test_background_noise(corpus):
     assert np.ptp(spectra) > 0.5  # white vs brown/hum: really different colours
 
 
+def test_room_tone_lies_between_pink_and_brown():
+    """room_tone's power falls 1.5 decades per decade of frequency (pink 1, brown 2)."""
+    rng = np.random.default_rng(0)
+    f = np.fft.rfftfreq(16000 * 4, 1 / 16000)
+    band = (f >= 100) & (f <= 4000)
+    slopes = {}
+    for kind in ("pink_noise", "room_tone", "brown_noise"):
+        power = np.abs(np.fft.rfft(synthetic.noise(kind, 4.0, rng))) ** 2
+        slopes[kind] = np.polyfit(np.log10(f[band]), np.log10(power[band]), 1)[0]
+    assert slopes["room_tone"] == pytest.approx(-1.5, abs=0.1)
+    assert slopes["brown_noise"] < slopes["room_tone"] < slopes["pink_noise"]
+
+
 def test_resample_keeps_tone_rejects_alias():
     t = np.arange(22050) / 22050
     for f, passes in ((1000, True), (6000, True), (9500, False)):
@@ -248,6 +262,8 @@ def test_resample_equals_the_gathered_polyphase_sum(rate_in):
     ({"engines": {"espeak": 0}}, "engines"), ({"formant_range": [1.2, 0.9]}, "formant_range"),
     ({"channel_tilt_db": [0, 20]}, "channel_tilt_db"), ({"intonation": "yes"}, "intonation"),
     ({"noise_floor_ripple_db": -1}, "noise_floor_ripple_db"),
+    ({"noise_kinds": ["running_tap", "hiss"]}, "noise_kinds"), ({"noise_kinds": ["pink_noise"]}, "noise_kinds"),
+    ({"noise_kinds": ["running_tap", "running_tap"]}, "noise_kinds"),
 ])
 def test_bad_params(bad, key):
     with pytest.raises(KwsError, match=f"synthetic.{key}"):
