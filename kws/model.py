@@ -1,7 +1,8 @@
 """The quantized KWS MLP (Brevitas); defaults = FINN's MLPerf Tiny v0.7 KWS-W3A3.
 
 Input (N, 1, coeffs, frames) -> 8-bit input quantizer with a constant scale taken from the
-training features -> [Linear (no bias) -> BatchNorm -> quantized ReLU] x hidden -> Linear 12."""
+training features -> dropout -> [Linear (no bias) -> BatchNorm -> quantized ReLU -> dropout] x hidden
+-> Linear 12. Dropout is training-only: the exported graph has none."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -31,7 +32,8 @@ class ModelConfig:
     act_max: float = 1.0
     output_bit_width: int = 3
     weight_scale_init: float = 0.1
-    dropout: float = 0.1
+    dropout: float = 0.1  # after each hidden layer
+    input_dropout: float = 0.1  # on the input features (older checkpoints: it equalled dropout, 0.1)
     num_classes: int = NUM_CLASSES
 
     def to_dict(self) -> dict:
@@ -69,9 +71,12 @@ def config_from_params(model_params: dict, input_shape: tuple[int, ...], input_s
     for h in hidden:
         if isinstance(h, bool) or not isinstance(h, int) or h < 1:
             raise KwsError(f"params model.hidden_layers: widths must be positive integers, got {h!r}")
-    dropout = p.get("dropout", 0.1)
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise KwsError(f"params model.dropout: expected a number in [0, 1), got {dropout!r}")
+    dropouts = {}
+    for key in ("dropout", "input_dropout"):
+        v = p.get(key, 0.1)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+            raise KwsError(f"params model.{key}: expected a number in [0, 1), got {v!r}")
+        dropouts[key] = float(v)
     if not (isinstance(input_scale, float) and input_scale > 0 and input_scale < float("inf")):
         raise KwsError(f"input quantizer scale must be positive and finite, got {input_scale!r}")
     return ModelConfig(
@@ -84,7 +89,7 @@ def config_from_params(model_params: dict, input_shape: tuple[int, ...], input_s
         act_max=_check_positive("act_max", p.get("act_max", 1.0)),
         output_bit_width=_check_bit_width("output_bit_width", p.get("output_bit_width", 3)),
         weight_scale_init=_check_positive("weight_scale_init", p.get("weight_scale_init", 0.1)),
-        dropout=float(dropout),
+        **dropouts,
     )
 
 
@@ -120,7 +125,7 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     )
     if cfg.input_bit_width == 1:
         input_kw["quant_type"] = QuantType.BINARY
-    layers: list[nn.Module] = [QuantIdentity(**input_kw), nn.Dropout(cfg.dropout), nn.Flatten()]
+    layers: list[nn.Module] = [QuantIdentity(**input_kw), nn.Dropout(cfg.input_dropout), nn.Flatten()]
     width = 1
     for s in cfg.input_shape:
         width *= s

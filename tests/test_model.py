@@ -7,7 +7,8 @@ from kws.common import KwsError
 from kws.model import ModelConfig, build_model, config_from_params, num_weights, to_model_input, weight_kib
 
 DEFAULTS = {"input_bit_width": 8, "hidden_layers": [256, 256, 256], "weight_bit_width": 3, "act_bit_width": 3,
-            "act_max": 1.0, "output_bit_width": 3, "weight_scale_init": 0.1, "dropout": 0.1}
+            "act_max": 1.0, "output_bit_width": 3, "weight_scale_init": 0.1, "dropout": 0.1,
+            "input_dropout": 0.1}
 
 
 def test_default_architecture_is_kws_w3a3():
@@ -41,6 +42,7 @@ def test_one_bit_model_uses_binary_quantizers():
 @pytest.mark.parametrize("key,value", [
     ("weight_bit_width", 0), ("weight_bit_width", 9), ("act_bit_width", 0), ("input_bit_width", 9),
     ("output_bit_width", 2.5), ("hidden_layers", [0]), ("hidden_layers", []), ("dropout", 1.0),
+    ("input_dropout", -0.1), ("input_dropout", True),
     ("act_max", -1.0), ("weight_scale_init", 0),
 ])
 def test_bad_model_params_name_the_key(key, value):
@@ -54,6 +56,22 @@ def test_model_layout_is_features_transposed():
     assert m.shape == (2, 1, 10, 49)
     assert m[1, 0, 3, 7] == x[1, 7, 3]
     assert torch.equal(to_model_input(torch.from_numpy(x)), torch.from_numpy(m))
+
+
+def test_input_and_hidden_dropout_are_separate():
+    model = build_model(config_from_params(dict(DEFAULTS, input_dropout=0.2, dropout=0.0), (1, 10, 49), 0.3))
+    drops = [m.p for m in model.features if isinstance(m, torch.nn.Dropout)]
+    assert drops == [0.2, 0.0, 0.0, 0.0]  # the input, then after each of the 3 hidden layers
+    model.train()
+    x = torch.full((4, 1, 10, 49), 5.0)
+    kept = model.features[1](model.features[0](x))
+    assert 0 < int((kept == 0).sum()) < kept.numel()  # the input dropout acts in training
+
+
+def test_checkpoint_config_without_input_dropout_keeps_old_model():
+    d = config_from_params(DEFAULTS, (1, 10, 49), 0.5).to_dict()
+    del d["input_dropout"]  # a config stored before the key existed: dropout 0.1 everywhere
+    assert ModelConfig.from_dict(d).input_dropout == 0.1
 
 
 def test_config_round_trips():
