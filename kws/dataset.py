@@ -24,12 +24,11 @@ from tqdm import tqdm
 
 from kws.common import KwsError, atomic_path, save_npz
 from kws.labels import (BACKGROUND_NOISE_DIR, KEYWORDS, LABELS, SILENCE, SILENCE_DIR, TEST_ARCHIVE,
-                        TRAIN_ARCHIVE, UNKNOWN_DIR, word_to_label)
+                        TRAIN_ARCHIVE, UNKNOWN_DIR, VALIDATION_NOISE, word_to_label)
 
 SAMPLE_RATE = 16000
 SOURCES = ("synthetic", "local", "speech_commands")
 SPLITS = ("train", "validation", "test")
-VALIDATION_NOISE = "running_tap.wav"  # tfds appends it to validation_list.txt
 # The archives tfds downloads (facts from tensorflow_datasets' speech_commands checksums.tsv).
 TFDS_HOST = "download.tensorflow.org"
 TFDS_ARCHIVES = {

@@ -14,6 +14,8 @@ SILENCE = LABELS.index("Silence")  # 10
 UNKNOWN = LABELS.index("Unknown")  # 11
 
 BACKGROUND_NOISE_DIR = "_background_noise_"
+# the recording tfds cuts the validation split's silence from (it appends it to validation_list.txt)
+VALIDATION_NOISE = "running_tap.wav"
 SILENCE_DIR = "_silence_"  # test-set archive folders
 UNKNOWN_DIR = "_unknown_"
 TRAIN_ARCHIVE = "speech_commands_v0.02.tar.gz"  # the official archives' names

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from kws.common import KwsError, atomic_path
 from kws.labels import (ALL_WORDS, BACKGROUND_NOISE_DIR, KEYWORDS, OTHER_WORDS, SILENCE_DIR, TEST_ARCHIVE,
-                        TRAIN_ARCHIVE, UNKNOWN_DIR)
+                        TRAIN_ARCHIVE, UNKNOWN_DIR, VALIDATION_NOISE)
 
 SAMPLE_RATE = 16000
 ESPEAK_RATE = 22050
@@ -92,8 +92,7 @@ DEFAULTS = {"engines": {"espeak": 1.0}, "pitch_range": [0.75, 1.35], "rate_range
             "formant_range": [0.9, 1.12], "intonation": True, "channel_tilt_db": [0.0, 0.0],
             "channel_ripple_db": 0.0, "noise_floor_db": [-60.0, -40.0], "noise_floor_ripple_db": 0.0,
             "noise_kinds": ["white_noise", "pink_noise", "brown_noise", "electric_hum", "running_tap", "babble"]}
-# _background_noise_/<kind>.wav; tfds puts the silence cut from running_tap.wav into validation,
-# the rest into train
+# _background_noise_/<kind>.wav; VALIDATION_NOISE's silence goes to validation, the rest to train
 NOISE_KINDS = ("white_noise", "pink_noise", "room_tone", "brown_noise", "electric_hum", "running_tap", "babble")
 BABBLE_WORDS = ("the", "and", "that", "have", "with", "this", "from", "they", "would", "there",
                 "their", "what", "about", "which", "when", "make", "like", "time", "just", "know",
@@ -140,8 +139,9 @@ def check_params(cfg: dict) -> dict:
     if not (isinstance(kinds, (list, tuple)) and kinds and all(k in NOISE_KINDS for k in kinds)
             and len(set(kinds)) == len(kinds)):
         raise KwsError(f"params synthetic.noise_kinds: expected distinct names out of {', '.join(NOISE_KINDS)}, got {kinds!r}")
-    if "running_tap" not in kinds:
-        raise KwsError("params synthetic.noise_kinds: running_tap is needed (the validation split's silence is cut from it)")
+    needed = VALIDATION_NOISE.removesuffix(".wav")
+    if needed not in kinds:
+        raise KwsError(f"params synthetic.noise_kinds: {needed} is needed (the validation split's silence is cut from it)")
     if not isinstance(cfg["intonation"], bool):
         raise KwsError(f"params synthetic.intonation: expected true or false, got {cfg['intonation']!r}")
     return cfg
