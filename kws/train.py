@@ -119,7 +119,17 @@ def check_train_params(train_params: dict) -> dict:
             what = "a non-negative number" if key == "eta_min" else f"a positive {'integer' if kind is int else 'number'}"
             raise KwsError(f"params train.{key}: expected {what}, got {v!r}")
         out[key] = kind(v)
+    v = p.get("label_smoothing", 0.0)  # older params: none (the submission's recipe)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+        raise KwsError(f"params train.label_smoothing: expected a number in [0, 1), got {v!r}")
+    out["label_smoothing"] = float(v)
     return out
+
+
+def loss_function(y_train: torch.Tensor, tp: dict) -> nn.CrossEntropyLoss:
+    """The training objective; validation and test losses are reported in the same terms."""
+    return nn.CrossEntropyLoss(weight=class_weights(y_train, tp["unknown_weight_divisor"]),
+                               label_smoothing=tp["label_smoothing"])
 
 
 def recipe(params: dict) -> dict:
@@ -226,7 +236,7 @@ def train(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = build_model(cfg)
-    criterion = nn.CrossEntropyLoss(weight=class_weights(data.y["train"], tp["unknown_weight_divisor"]))
+    criterion = loss_function(data.y["train"], tp)
     history: list[dict] = []
     start = 0
 
@@ -305,7 +315,7 @@ def train(
 
 def final_metrics(model: nn.Module, cfg: ModelConfig, hp: dict, data: Splits, clip, fp: str) -> dict:
     tp = check_train_params(hp.get("train"))
-    criterion = nn.CrossEntropyLoss(weight=class_weights(data.y["train"], tp["unknown_weight_divisor"]))
+    criterion = loss_function(data.y["train"], tp)
     val_loss, val_acc = evaluate(model, data.x["validation"], data.y["validation"], criterion)
     test_loss, test_acc = evaluate(model, data.x["test"], data.y["test"], criterion)
     return {

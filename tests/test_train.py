@@ -133,7 +133,8 @@ def test_checkpoint_of_other_params_is_not_resumed(blobs, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("key,value", [("epochs", 0), ("batch_size", -5), ("lr", -1e-3), ("lr", "fast"),
-                                       ("unknown_weight_divisor", 0), ("eta_min", -1.0)])
+                                       ("unknown_weight_divisor", 0), ("eta_min", -1.0),
+                                       ("label_smoothing", 1.0), ("label_smoothing", -0.1)])
 def test_bad_train_params_name_the_key(key, value):
     with pytest.raises(KwsError, match=f"train.{key}"):
         T.check_train_params({key: value})
@@ -168,6 +169,16 @@ def test_class_weights_follow_the_recipe():
     raw[11] /= 3.6
     assert torch.allclose(w.double(), raw / raw.sum(), atol=1e-7) and w[11] < w[0] < w[2]
 
+
+
+def test_label_smoothing_reaches_the_loss():
+    y = torch.tensor([11] * 6 + list(range(11)))
+    confident = 50.0 * torch.nn.functional.one_hot(y, 12).float()  # right, and sure of it
+    plain = T.loss_function(y, T.check_train_params({}))
+    smoothed = T.loss_function(y, T.check_train_params({"label_smoothing": 0.1}))
+    assert float(plain(confident, y)) < 1e-6
+    # 0.1 of the target mass goes to the other classes, at log-probability about -50
+    assert float(smoothed(confident, y)) > 1.0
 
 def _sample(hp):
     """The values a trial sees: const -> val, categorical -> each of its vals (first here)."""
