@@ -81,17 +81,19 @@ def brevitas_logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
 
 
-# A hidden activation whose input lies this close (in quantization steps) to a rounding boundary
-# k + 0.5 may round either way: torch and numpy compute BatchNorm's float32 terms in another order.
-# The flips seen were all within 1.1e-6 steps of a boundary (8 samples of 4096 for one model); 1e-5
-# marks about 1% of samples (44 of those 4096) as possibly flipping.
-ROUNDING_MARGIN = 1e-5
+# A hidden activation whose input lies this close to a rounding boundary k + 0.5 may round either
+# way: torch and numpy compute BatchNorm's float32 terms in another order. Float round-off scales
+# with the values, not with the step, so the margin is a fraction of the activation's range
+# (2**bits - 1 steps). At 3 bits the flips seen were all within 1.1e-6 steps of a boundary (8
+# samples of 4096 for one model) and 1.5e-6 of the range (1.05e-5 steps) marks about 1% of samples
+# as possibly flipping; a W8A8 model flipped between 1e-5 and 1e-4 steps (3.8e-4 steps here).
+ROUNDING_MARGIN = 1.5e-6
 
 
 def logits_and_rounding_margins(model: nn.Module, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Brevitas logits and, per sample, the smallest distance in quantization steps of any hidden
-    activation's input from a rounding boundary (inputs clamped to the quantizer's range do not
-    count), from one forward pass. The input quantizer is left out: both sides divide the same
+    """Brevitas logits and, per sample, the smallest distance of any hidden activation's input from
+    a rounding boundary, as a fraction of that activation's range (inputs clamped to the range do
+    not count), from one forward pass. The input quantizer is left out: both sides divide the same
     floats by the same scale."""
     from brevitas.nn import QuantReLU
 
@@ -101,7 +103,8 @@ def logits_and_rounding_margins(model: nn.Module, x: np.ndarray) -> tuple[np.nda
         v = torch.relu(inputs[0].detach())
         scale = module.act_quant.scale().detach()
         off = ((v - output.detach()) / scale).flatten(1).abs()  # input vs its level, in steps
-        m = torch.where(off <= 0.5 + ROUNDING_MARGIN, 0.5 - off, torch.inf).abs()
+        steps = float(2 ** module.act_quant.bit_width().detach() - 1)
+        m = torch.where(off <= 0.5 + ROUNDING_MARGIN * steps, 0.5 - off, torch.inf).abs() / steps
         margins[:] = np.minimum(margins, m.min(1).values.double().numpy())
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, QuantReLU)]

@@ -129,6 +129,25 @@ def test_rounding_margin_finds_an_activation_on_a_boundary(trained):
     assert logits_and_rounding_margins(model, x)[1][0] < ROUNDING_MARGIN
 
 
+def test_rounding_margin_scales_with_the_range_at_8_bits():
+    """Float round-off is relative to the values: at 8 bits an activation 4e-5 steps past a
+    boundary can flip (a W8A8 model's did), at 3 bits that is 100x further than any flip seen."""
+    from kws.model import build_model, config_from_params
+
+    torch.manual_seed(0)
+    cfg = config_from_params({"act_bit_width": 8, "hidden_layers": [32]}, (1, 10, 49), 0.3)
+    model = build_model(cfg).eval()
+    x = (5 * torch.randn(4, 1, 10, 49)).numpy()
+    bn, relu, scale = _first_hidden_layer(model)
+    t = _pre_activations(model, relu, x)[0] / scale
+    j = int(np.argmax((t > 1) & (t < 200)))
+    with torch.no_grad():
+        bn.bias[j] += float((np.floor(t[j]) + 0.5 + 4e-5 - t[j]) * scale)
+    margin = logits_and_rounding_margins(model, x)[1][0]
+    assert margin < ROUNDING_MARGIN  # 4e-5 steps = 1.6e-7 of the range
+    assert margin > 0.5e-7  # not an arbitrary small value: the distance was measured
+
+
 def test_a_small_non_rounding_difference_fails_the_check(trained):
     # a third of a step on one BatchNorm: few samples change, none of them by a rounding tie
     state, _ = latest_local_state(trained["root"] / "checkpoints")
