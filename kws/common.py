@@ -18,6 +18,13 @@ class KwsError(Exception):
     """A user-facing error: the CLI prints its message on one line and exits non-zero."""
 
 
+def check_fraction(key: str, value) -> float:
+    """A params value in [0, 1) (a dropout or smoothing share); `key` is its dotted name."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise KwsError(f"params {key}: expected a number in [0, 1), got {value!r}")
+    return float(value)
+
+
 def load_params(path: str | os.PathLike = "params.yaml") -> dict:
     path = Path(path)
     if not path.is_file():

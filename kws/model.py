@@ -13,7 +13,7 @@ from brevitas.nn import QuantIdentity, QuantLinear, QuantReLU
 from brevitas.quant.scaled_int import Int8ActPerTensorFloat, Int8WeightPerTensorFloat, Uint8ActPerTensorFloat
 from torch import nn
 
-from kws.common import KwsError
+from kws.common import KwsError, check_fraction
 from kws.labels import NUM_CLASSES
 
 MAX_BIT_WIDTH = 8
@@ -71,12 +71,7 @@ def config_from_params(model_params: dict, input_shape: tuple[int, ...], input_s
     for h in hidden:
         if isinstance(h, bool) or not isinstance(h, int) or h < 1:
             raise KwsError(f"params model.hidden_layers: widths must be positive integers, got {h!r}")
-    dropouts = {}
-    for key in ("dropout", "input_dropout"):
-        v = p.get(key, 0.1)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
-            raise KwsError(f"params model.{key}: expected a number in [0, 1), got {v!r}")
-        dropouts[key] = float(v)
+    dropouts = {key: check_fraction(f"model.{key}", p.get(key, 0.1)) for key in ("dropout", "input_dropout")}
     if not (isinstance(input_scale, float) and input_scale > 0 and input_scale < float("inf")):
         raise KwsError(f"input quantizer scale must be positive and finite, got {input_scale!r}")
     return ModelConfig(

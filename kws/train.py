@@ -26,7 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from kws import augment
-from kws.common import KwsError, atomic_path
+from kws.common import KwsError, atomic_path, check_fraction
 from kws.labels import NUM_CLASSES, UNKNOWN
 from kws.model import ModelConfig, build_model, config_from_params, num_weights, to_model_input, weight_kib
 
@@ -119,10 +119,8 @@ def check_train_params(train_params: dict) -> dict:
             what = "a non-negative number" if key == "eta_min" else f"a positive {'integer' if kind is int else 'number'}"
             raise KwsError(f"params train.{key}: expected {what}, got {v!r}")
         out[key] = kind(v)
-    v = p.get("label_smoothing", 0.0)  # older params: none (the submission's recipe)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
-        raise KwsError(f"params train.label_smoothing: expected a number in [0, 1), got {v!r}")
-    out["label_smoothing"] = float(v)
+    # older params have none: the submission's recipe
+    out["label_smoothing"] = check_fraction("train.label_smoothing", p.get("label_smoothing", 0.0))
     return out
 
 

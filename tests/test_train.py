@@ -170,7 +170,6 @@ def test_class_weights_follow_the_recipe():
     assert torch.allclose(w.double(), raw / raw.sum(), atol=1e-7) and w[11] < w[0] < w[2]
 
 
-
 def test_label_smoothing_reaches_the_loss():
     y = torch.tensor([11] * 6 + list(range(11)))
     confident = 50.0 * torch.nn.functional.one_hot(y, 12).float()  # right, and sure of it
@@ -179,6 +178,7 @@ def test_label_smoothing_reaches_the_loss():
     assert float(plain(confident, y)) < 1e-6
     # 0.1 of the target mass goes to the other classes, at log-probability about -50
     assert float(smoothed(confident, y)) > 1.0
+
 
 def _sample(hp):
     """The values a trial sees: const -> val, categorical -> each of its vals (first here)."""
