@@ -14,43 +14,7 @@ from torch import nn
 from kws.common import KwsError, atomic_path
 from kws.model import ModelConfig, build_model, config_from_params
 from kws.qonnx_model import load_qonnx, run_batch
-from kws.train import STATE_FILE, list_local_checkpoints
-
-
-def load_state(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise KwsError(f"{path}: not a training checkpoint ({type(e).__name__})") from None
-    if not isinstance(state, dict) or not {"model", "model_config", "epoch"} <= set(state):
-        raise KwsError(f"{path}: not a training checkpoint of this project")
-    return state
-
-
-def latest_local_state(ckpt_dir: str | os.PathLike) -> tuple[dict, Path]:
-    found = list_local_checkpoints(ckpt_dir)
-    if not found:
-        raise KwsError(f"{ckpt_dir}: no complete training checkpoint (run the train stage)")
-    path = Path(ckpt_dir) / found[-1][1] / STATE_FILE
-    return load_state(path), path
-
-
-def download_experiment_state(experiment_file: str | os.PathLike, dest: str | os.PathLike) -> tuple[dict, Path]:
-    """experiment_number.txt -> the experiment's best checkpoint (by its searcher metric) -> state."""
-    from determined.experimental import client
-
-    experiment_file = Path(experiment_file)
-    try:
-        exp_id = int(experiment_file.read_text().strip())
-    except (OSError, ValueError):
-        raise KwsError(f"{experiment_file}: expected a Determined experiment id") from None
-    try:
-        ckpt = client.get_experiment(exp_id).top_checkpoint()
-        path = Path(ckpt.download(os.fspath(Path(dest) / ckpt.uuid)))
-    except Exception as e:  # the SDK raises requests/API errors of many kinds
-        raise KwsError(f"experiment {exp_id}: cannot fetch its best checkpoint ({type(e).__name__}: {e})") from None
-    return load_state(path / STATE_FILE), path / STATE_FILE
+from kws.train import download_experiment_state, latest_local_state, load_features
 
 
 def model_from_state(state: dict, model_params: dict | None, source: str) -> tuple[nn.Module, ModelConfig]:
@@ -175,8 +139,6 @@ def check_export_params(p: dict | None) -> tuple[int, float]:
 
 
 def run_export(params: dict, features_dir, out_path, metrics_path, ckpt_dir=None, experiment_file=None) -> dict:
-    from kws.train import load_features  # validates the features contract
-
     n_check, atol = check_export_params(params.get("export"))
     if experiment_file is not None:
         with tempfile.TemporaryDirectory() as tmp:

@@ -3,13 +3,14 @@
 Without a master, core.init() gives a local in-process context whose checkpoints go to our own
 folder; on a cluster the same `train()` runs as a trial. Checkpoints are made every epoch and hold
 everything needed to continue bit-exactly: weights, optimizer, scheduler, epoch, RNG states and the
-metric history. A checkpoint whose run fingerprint (params, architecture, features) differs is never
-resumed: training starts fresh and says so on stderr (DVC re-runs the stage after a params change,
-so refusing would force a manual `rm -r checkpoints`)."""
+metric history. A checkpoint whose run fingerprint (params, architecture, features, training code and
+library versions) differs is never resumed: training starts fresh and says so on stderr (DVC re-runs
+the stage after a params or code change, so refusing would force a manual `rm -r checkpoints`)."""
 from __future__ import annotations
 
 import csv
 import hashlib
+import importlib
 import io
 import json
 import math
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import brevitas
 import numpy as np
 import torch
 from torch import nn
@@ -136,8 +138,20 @@ def recipe(params: dict) -> dict:
     return {"seed": int(params.get("seed", 0)), "model": dict(params.get("model") or {}), "train": train}
 
 
+# The modules whose code decides the trained weights. DVC reruns the stage when one changes; the
+# checkpoint the old code left must then not be resumed as if it were the new code's result.
+TRAINING_CODE = ("kws.train", "kws.augment", "kws.model", "kws.common", "kws.labels")
+
+
+def code_digest() -> str:
+    h = hashlib.sha256(f"torch {torch.__version__} brevitas {brevitas.__version__}".encode())
+    for name in TRAINING_CODE:
+        h.update(Path(importlib.import_module(name).__file__).read_bytes())
+    return h.hexdigest()
+
+
 def fingerprint(hp: dict, cfg: ModelConfig, digest: str) -> str:
-    blob = json.dumps({"hp": hp, "model": cfg.to_dict(), "features": digest}, sort_keys=True)
+    blob = json.dumps({"hp": hp, "model": cfg.to_dict(), "features": digest, "code": code_digest()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -172,6 +186,42 @@ def _save(core_context, state: dict, metadata: dict) -> str:
 def _load(core_context, storage_id: str) -> dict:
     with core_context.checkpoint.restore_path(storage_id) as path:
         return torch.load(Path(path) / STATE_FILE, map_location="cpu", weights_only=False)
+
+
+def load_state(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise KwsError(f"{path}: not a training checkpoint ({type(e).__name__})") from None
+    if not isinstance(state, dict) or not {"model", "model_config", "epoch"} <= set(state):
+        raise KwsError(f"{path}: not a training checkpoint of this project")
+    return state
+
+
+def latest_local_state(ckpt_dir: str | os.PathLike) -> tuple[dict, Path]:
+    found = list_local_checkpoints(ckpt_dir)
+    if not found:
+        raise KwsError(f"{ckpt_dir}: no complete training checkpoint (run the train stage)")
+    path = Path(ckpt_dir) / found[-1][1] / STATE_FILE
+    return load_state(path), path
+
+
+def download_experiment_state(experiment_file: str | os.PathLike, dest: str | os.PathLike) -> tuple[dict, Path]:
+    """experiment_number.txt -> the experiment's best checkpoint (by its searcher metric) -> state."""
+    from determined.experimental import client
+
+    experiment_file = Path(experiment_file)
+    try:
+        exp_id = int(experiment_file.read_text().strip())
+    except (OSError, ValueError):
+        raise KwsError(f"{experiment_file}: expected a Determined experiment id") from None
+    try:
+        ckpt = client.get_experiment(exp_id).top_checkpoint()
+        path = Path(ckpt.download(os.fspath(Path(dest) / ckpt.uuid)))
+    except Exception as e:  # the SDK raises requests/API errors of many kinds
+        raise KwsError(f"experiment {exp_id}: cannot fetch its best checkpoint ({type(e).__name__}: {e})") from None
+    return load_state(path / STATE_FILE), path / STATE_FILE
 
 
 # --- the loop ---
@@ -247,12 +297,12 @@ def train(
         stale = [c for c in found if c[2].get("fingerprint") != fp]
         latest = good[-1][1] if good else None
         if stale:
-            print(f"note: {local_dir}: {len(stale)} checkpoint(s) from different params, architecture or "
-                  "features are not resumed; starting fresh", file=sys.stderr)
+            print(f"note: {local_dir}: {len(stale)} checkpoint(s) from other params, architecture, features "
+                  "or training code are not resumed; starting fresh", file=sys.stderr)
     state = _load(core_context, latest) if latest is not None else None
     if state is not None:
         if state.get("fingerprint") != fp:
-            raise KwsError(f"checkpoint {latest} was made with different params or features; not resuming it")
+            raise KwsError(f"checkpoint {latest} was made with other params, features or training code; not resuming it")
         model.load_state_dict(state["model"])
     # only now: Brevitas' load_state_dict replaces its scale Parameters, an optimizer made
     # earlier would keep updating the discarded ones
@@ -478,8 +528,6 @@ def submit(params: dict, master: str, repo: Path, template: Path, experiment_fil
 
 def write_cluster_outputs(experiment_file, features_dir, metrics_path, plots_path) -> dict:
     """After a cluster run: the experiment's best checkpoint, evaluated here on the local features."""
-    from kws.export import download_experiment_state
-
     with tempfile.TemporaryDirectory() as tmp:
         state, _ = download_experiment_state(experiment_file, tmp)
     metrics, history = outputs_from_state(state, load_features(features_dir))

@@ -12,8 +12,8 @@ from onnx import numpy_helper
 
 from kws import train as T
 from kws.common import KwsError, load_params
-from kws.export import (ROUNDING_MARGIN, compare, export_checked, latest_local_state, model_from_state,
-                        logits_and_rounding_margins, run_export)
+from kws.export import (ROUNDING_MARGIN, compare, export_checked, logits_and_rounding_margins, model_from_state,
+                        run_export)
 from kws.qonnx_model import input_quant, load_qonnx
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def test_exported_graph_structure(trained):
 
 
 def test_export_is_deterministic(trained, tmp_path):
-    state, _ = latest_local_state(trained["root"] / "checkpoints")
+    state, _ = T.latest_local_state(trained["root"] / "checkpoints")
     model, _ = model_from_state(state, trained["params"]["model"], "ckpt")
     x = T.load_features(trained["features"]).x["validation"][:64].numpy()
     export_checked(model, tmp_path / "again.onnx", x, 1e-4)
@@ -87,7 +87,7 @@ def test_tampered_onnx_fails_the_check(trained, tmp_path):
     w[:, : w.shape[1] // 2] *= -1  # flip half of the first layer's weights
     init.CopyFrom(numpy_helper.from_array(w, init.name))
     onnx.save(proto, tmp_path / "tampered.onnx")
-    state, _ = latest_local_state(trained["root"] / "checkpoints")
+    state, _ = T.latest_local_state(trained["root"] / "checkpoints")
     model, _ = model_from_state(state, None, "ckpt")
     x = T.load_features(trained["features"]).x["validation"].numpy()
     assert compare(load_qonnx(trained["out"]), model, x, 1e-4)["argmax_agreement"] == 1.0
@@ -117,7 +117,7 @@ def _pre_activations(model, relu, x):
 
 
 def test_rounding_margin_finds_an_activation_on_a_boundary(trained):
-    state, _ = latest_local_state(trained["root"] / "checkpoints")
+    state, _ = T.latest_local_state(trained["root"] / "checkpoints")
     model, _ = model_from_state(state, None, "ckpt")
     x = T.load_features(trained["features"]).x["validation"].numpy()[:64]
     assert (logits_and_rounding_margins(model, x)[1] >= ROUNDING_MARGIN).mean() > 0.9  # a boundary is rare
@@ -150,7 +150,7 @@ def test_rounding_margin_scales_with_the_range_at_8_bits():
 
 def test_a_small_non_rounding_difference_fails_the_check(trained):
     # a third of a step on one BatchNorm: few samples change, none of them by a rounding tie
-    state, _ = latest_local_state(trained["root"] / "checkpoints")
+    state, _ = T.latest_local_state(trained["root"] / "checkpoints")
     model, _ = model_from_state(state, None, "ckpt")
     x = T.load_features(trained["features"]).x["validation"].numpy()
     exported = load_qonnx(trained["out"])
@@ -162,7 +162,7 @@ def test_a_small_non_rounding_difference_fails_the_check(trained):
 
 
 def test_mismatch_writes_nothing(trained, tmp_path):
-    state, _ = latest_local_state(trained["root"] / "checkpoints")
+    state, _ = T.latest_local_state(trained["root"] / "checkpoints")
     model, _ = model_from_state(state, None, "ckpt")
     other, _ = model_from_state(state, None, "ckpt")
     with torch.no_grad():
@@ -179,7 +179,7 @@ def test_checkpoint_of_another_architecture(trained, tmp_path):
     with pytest.raises(KwsError, match="model.hidden_layers"):
         run_export(params, trained["features"], tmp_path / "m.onnx", tmp_path / "e.json",
                    ckpt_dir=trained["root"] / "checkpoints")
-    state, _ = latest_local_state(trained["root"] / "checkpoints")
+    state, _ = T.latest_local_state(trained["root"] / "checkpoints")
     state = dict(state, model={k: v for k, v in state["model"].items() if "features.15" not in k})
     with pytest.raises(KwsError, match="do not fit"):
         model_from_state(state, None, "ckpt")

@@ -1,11 +1,45 @@
 """The DVC pipeline end to end on the tiny profile: real `dvc repro` in a temporary git repo."""
+import ast
 import json
+from pathlib import Path
 
+import pytest
 import yaml
 
-from pipeline_repo import ALL_STAGES, FIRST_RUN, dvc, make_tiny_repo, out_hashes, stages_run
+from pipeline_repo import ALL_STAGES, FIRST_RUN, REPO, dvc, make_tiny_repo, out_hashes, stages_run
 
 
+def kws_modules_imported_by(path: Path) -> set[str]:
+    """The kws/*.py files `path` imports, at module level or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "kws":
+            found |= {f"kws/{alias.name}.py" for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("kws."):
+            found.add(node.module.replace(".", "/") + ".py")
+        elif isinstance(node, ast.Import):
+            found |= {a.name.replace(".", "/") + ".py" for a in node.names if a.name.startswith("kws.")}
+    return found
+
+
+STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_stage_depends_on_all_the_code_it_runs(stage):
+    """An edit to any module a stage's script imports, directly or not, must rerun the stage."""
+    python, flag, module = STAGES[stage]["cmd"].split()[:3]
+    # -m: the repo root goes on sys.path, so a stage runs this checkout's kws (a `dvc exp run` copy's
+    # own code, say), not whichever checkout the venv's editable install points at
+    assert (python, flag) == ("python", "-m"), STAGES[stage]["cmd"]
+    script = module.replace(".", "/") + ".py"
+    needed, todo = {script}, [script]
+    while todo:
+        for module in kws_modules_imported_by(REPO / todo.pop()) - needed:
+            needed.add(module)
+            todo.append(module)
+    missing = needed - set(STAGES[stage]["deps"])
+    assert not missing, f"dvc.yaml stage {stage} runs {sorted(missing)} without listing them in deps"
 
 
 def set_param(repo, section, key, value):
@@ -41,6 +75,17 @@ def test_bins_param_reruns_only_bins(tiny_repo):
 def test_model_param_reruns_train_export_bins(tiny_repo):
     set_param(tiny_repo, "model", "hidden_layers", [64, 64, 64])
     assert stages_run(dvc(tiny_repo, "repro").stdout) == ["train", "export", "bins", "hls4ml"]
+
+
+def test_training_code_edit_retrains_from_scratch(tiny_repo):
+    """DVC reruns train after an edit to code it imports, and the checkpoint the old code made is
+    not resumed as if it were the new code's result."""
+    with open(tiny_repo / "kws" / "augment.py", "a") as f:
+        f.write("\n# an edit\n")
+    result = dvc(tiny_repo, "repro")
+    assert stages_run(result.stdout)[:1] == ["train"]
+    assert "starting fresh" in result.stdout + result.stderr
+    assert "resuming" not in result.stdout + result.stderr
 
 
 def test_forced_rerun_in_a_fresh_clone_is_bit_identical(tiny_repo, tmp_path):
