@@ -185,7 +185,7 @@ def _save(core_context, state: dict, metadata: dict) -> str:
 
 def _load(core_context, storage_id: str) -> dict:
     with core_context.checkpoint.restore_path(storage_id) as path:
-        return torch.load(Path(path) / STATE_FILE, map_location="cpu", weights_only=False)
+        return load_state(Path(path) / STATE_FILE)
 
 
 def load_state(path: str | os.PathLike) -> dict:
