@@ -237,3 +237,9 @@ def test_cli_missing_features_one_line(tmp_path):
                        env={k: v for k, v in os.environ.items() if k != "DET_MASTER"})
     assert r.returncode == 1 and r.stderr.strip().count("\n") == 0 and "train.npz" in r.stderr
     assert not (tmp_path / "metrics").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def test_fingerprinted_code_is_the_train_stage_code():
+    """The modules whose edit retrains from scratch are the kws modules dvc.yaml reruns train for."""
+    deps = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]["deps"]
+    assert {m.replace(".", "/") + ".py" for m in T.TRAINING_CODE} == {d for d in deps if d.startswith("kws/")}
