@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from kws import augment
 from kws.common import KwsError, atomic_path, check_fraction
+from kws.kernels import kernel_settings
 from kws.labels import NUM_CLASSES, UNKNOWN
 from kws.model import ModelConfig, build_model, config_from_params, num_weights, to_model_input, weight_kib
 
@@ -140,11 +141,11 @@ def recipe(params: dict) -> dict:
 
 # The modules whose code decides the trained weights. DVC reruns the stage when one changes; the
 # checkpoint the old code left must then not be resumed as if it were the new code's result.
-TRAINING_CODE = ("kws.train", "kws.augment", "kws.model", "kws.common", "kws.labels")
+TRAINING_CODE = ("kws.train", "kws.augment", "kws.model", "kws.common", "kws.labels", "kws.kernels")
 
 
 def code_digest() -> str:
-    h = hashlib.sha256(f"torch {torch.__version__} brevitas {brevitas.__version__}".encode())
+    h = hashlib.sha256(f"torch {torch.__version__} brevitas {brevitas.__version__} {kernel_settings()}".encode())
     for name in TRAINING_CODE:
         h.update(Path(importlib.import_module(name).__file__).read_bytes())
     return h.hexdigest()

@@ -4,12 +4,9 @@ import argparse
 import os
 from pathlib import Path
 
-# MKL, oneDNN and PyTorch pick their kernels by CPU (AVX2, AVX-512, ...), and the kernels round
-# differently: the same params trained on an AVX-512 machine gave another model (67.0% vs 65.5% on
-# the real clips). Capped at AVX2 before torch loads, the trained bytes should not depend on the
-# CPU model (any x86-64 CPU since 2013); a variable already set by the user wins.
-for key, value in (("MKL_CBWR", "AVX2"), ("ATEN_CPU_CAPABILITY", "avx2"), ("ONEDNN_MAX_CPU_ISA", "AVX2")):
-    os.environ.setdefault(key, value)
+from kws.kernels import cap_cpu_kernels
+
+cap_cpu_kernels()  # before anything imports torch
 
 from kws.common import load_params, run_cli
 

@@ -243,3 +243,22 @@ def test_fingerprinted_code_is_the_train_stage_code():
     """The modules whose edit retrains from scratch are the kws modules dvc.yaml reruns train for."""
     deps = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]["deps"]
     assert {m.replace(".", "/") + ".py" for m in T.TRAINING_CODE} == {d for d in deps if d.startswith("kws/")}
+
+
+def test_another_cpu_kernel_cap_is_another_fingerprint(monkeypatch):
+    """A checkpoint trained under other kernel caps rounds differently: it must not be resumed."""
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    capped = T.code_digest()
+    assert T.code_digest() == capped
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx512")
+    assert T.code_digest() != capped
+
+
+def test_run_training_caps_the_kernels_before_torch_loads():
+    code = ("import runpy, sys; sys.argv = ['run_training', '--help']\n"
+            "try:\n    runpy.run_module('scripts.run_training', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "import os; print(os.environ['MKL_CBWR'], os.environ['ATEN_CPU_CAPABILITY'], 'torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[-3:] == ["AVX2", "avx2", "False"]
