@@ -28,6 +28,7 @@ class ModelConfig:
     input_bit_width: int = 8
     hidden_layers: tuple[int, ...] = (256, 256, 256)
     weight_bit_width: int = 3
+    weight_narrow_range: bool = True  # [-(2**(b-1) - 1), 2**(b-1) - 1]; False adds the level -2**(b-1)
     act_bit_width: int = 3
     act_max: float = 1.0
     output_bit_width: int = 3
@@ -72,6 +73,9 @@ def config_from_params(model_params: dict, input_shape: tuple[int, ...], input_s
         if isinstance(h, bool) or not isinstance(h, int) or h < 1:
             raise KwsError(f"params model.hidden_layers: widths must be positive integers, got {h!r}")
     dropouts = {key: check_fraction(f"model.{key}", p.get(key, 0.1)) for key in ("dropout", "input_dropout")}
+    narrow = p.get("weight_narrow_range", True)
+    if not isinstance(narrow, bool):
+        raise KwsError(f"params model.weight_narrow_range: expected true or false, got {narrow!r}")
     if not (isinstance(input_scale, float) and input_scale > 0 and input_scale < float("inf")):
         raise KwsError(f"input quantizer scale must be positive and finite, got {input_scale!r}")
     return ModelConfig(
@@ -80,6 +84,7 @@ def config_from_params(model_params: dict, input_shape: tuple[int, ...], input_s
         input_bit_width=_check_bit_width("input_bit_width", p.get("input_bit_width", 8)),
         hidden_layers=tuple(hidden),
         weight_bit_width=_check_bit_width("weight_bit_width", p.get("weight_bit_width", 3)),
+        weight_narrow_range=narrow,
         act_bit_width=_check_bit_width("act_bit_width", p.get("act_bit_width", 3)),
         act_max=_check_positive("act_max", p.get("act_max", 1.0)),
         output_bit_width=_check_bit_width("output_bit_width", p.get("output_bit_width", 3)),
@@ -95,9 +100,16 @@ class WeightQuant(Int8WeightPerTensorFloat):
     scaling_init = 0.1
 
 
-def _weight_kwargs(bit_width: int, scale_init: float, per_channel: bool) -> dict:
+class FullRangeWeightQuant(WeightQuant):
+    """All 2**bits signed levels, [-2**(b-1), 2**(b-1) - 1]: 8 at 3 bits where narrow range has 7.
+    The scale is still the largest positive level's, so the extra level is -(2**(b-1)) x scale."""
+
+    narrow_range = False
+
+
+def _weight_kwargs(bit_width: int, scale_init: float, per_channel: bool, narrow_range: bool = True) -> dict:
     kw = dict(
-        weight_quant=WeightQuant,
+        weight_quant=WeightQuant if narrow_range else FullRangeWeightQuant,
         weight_scaling_init=scale_init,
         weight_scaling_per_output_channel=per_channel,
         weight_bit_width=bit_width,
@@ -124,9 +136,10 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     width = 1
     for s in cfg.input_shape:
         width *= s
+    hidden_weights = _weight_kwargs(cfg.weight_bit_width, cfg.weight_scale_init, True, cfg.weight_narrow_range)
     for h in cfg.hidden_layers:
         layers += [
-            QuantLinear(width, h, bias=False, **_weight_kwargs(cfg.weight_bit_width, cfg.weight_scale_init, True)),
+            QuantLinear(width, h, bias=False, **hidden_weights),
             nn.BatchNorm1d(h),
             # constant max: scale = act_max / (2**bits - 1), as FINN's thresholds expect
             QuantReLU(
@@ -139,7 +152,8 @@ def build_model(cfg: ModelConfig) -> nn.Module:
         ]
         width = h
     layers.append(
-        QuantLinear(width, cfg.num_classes, bias=False, **_weight_kwargs(cfg.output_bit_width, cfg.weight_scale_init, False))
+        QuantLinear(width, cfg.num_classes, bias=False, **_weight_kwargs(
+            cfg.output_bit_width, cfg.weight_scale_init, False, cfg.weight_narrow_range))
     )
     model = nn.Sequential()
     model.features = nn.Sequential(*layers)

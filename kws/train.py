@@ -9,6 +9,7 @@ the stage after a params or code change, so refusing would force a manual `rm -r
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import importlib
 import io
@@ -31,7 +32,8 @@ from kws import augment
 from kws.common import KwsError, atomic_path, check_fraction
 from kws.kernels import kernel_settings
 from kws.labels import NUM_CLASSES, UNKNOWN
-from kws.model import ModelConfig, build_model, config_from_params, num_weights, to_model_input, weight_kib
+from kws.model import (MAX_BIT_WIDTH, ModelConfig, build_model, config_from_params, num_weights, to_model_input,
+                       weight_kib)
 
 SPLITS = ("train", "validation", "test")
 STATE_FILE = "state.pt"
@@ -124,7 +126,19 @@ def check_train_params(train_params: dict) -> dict:
         out[key] = kind(v)
     # older params have none: the submission's recipe
     out["label_smoothing"] = check_fraction("train.label_smoothing", p.get("label_smoothing", 0.0))
+    warm = p.get("warmup_epochs", 0)
+    if isinstance(warm, bool) or not isinstance(warm, int) or not 0 <= warm < out["epochs"]:
+        raise KwsError(f"params train.warmup_epochs: expected an integer in [0, train.epochs), got {warm!r}")
+    bits = p.get("warmup_bit_width", MAX_BIT_WIDTH)
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= MAX_BIT_WIDTH:
+        raise KwsError(f"params train.warmup_bit_width: expected an integer bit width in 1..{MAX_BIT_WIDTH}, got {bits!r}")
+    out["warmup_epochs"], out["warmup_bit_width"] = warm, bits
     return out
+
+
+def warmup_config(cfg: ModelConfig, bit_width: int) -> ModelConfig:
+    """The same network with `bit_width`-bit weights and activations (the input quantizer as it is)."""
+    return dataclasses.replace(cfg, weight_bit_width=bit_width, act_bit_width=bit_width, output_bit_width=bit_width)
 
 
 def loss_function(y_train: torch.Tensor, tp: dict) -> nn.CrossEntropyLoss:
@@ -284,7 +298,13 @@ def train(
     torch.set_num_threads(TRAIN_THREADS)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = build_model(cfg)
+    warm_cfg = warmup_config(cfg, tp["warmup_bit_width"])
+
+    def epoch_cfg(epoch: int) -> ModelConfig:
+        """The first warmup_epochs train the same weights at warmup_bit_width bits, then at the model's."""
+        return warm_cfg if epoch < tp["warmup_epochs"] else cfg
+
+    model = build_model(epoch_cfg(0))
     criterion = loss_function(data.y["train"], tp)
     history: list[dict] = []
     start = 0
@@ -304,11 +324,9 @@ def train(
     if state is not None:
         if state.get("fingerprint") != fp:
             raise KwsError(f"checkpoint {latest} was made with other params, features or training code; not resuming it")
+        model = _rebuilt(epoch_cfg(state["epoch"]))
         model.load_state_dict(state["model"])
-    # only now: Brevitas' load_state_dict replaces its scale Parameters, an optimizer made
-    # earlier would keep updating the discarded ones
-    optimizer = torch.optim.Adam(model.parameters(), lr=tp["lr"])
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=tp["epochs"], eta_min=tp["eta_min"])
+    optimizer, scheduler = _optimizer(model, tp)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -324,6 +342,8 @@ def train(
     bar = tqdm(range(start, tp["epochs"]), initial=start, total=tp["epochs"], desc="train", unit="epoch",
                disable=not progress, file=sys.stderr)
     for epoch in bar:
+        if epoch == tp["warmup_epochs"] > 0:  # end of the warm-up: same weights and optimizer state
+            model, optimizer, scheduler = _requantized(model, optimizer, scheduler, cfg, tp)
         lr = optimizer.param_groups[0]["lr"]
         train_loss = train_epoch(model, optimizer, criterion, x["train"], y["train"], tp["batch_size"], gen, aug)
         scheduler.step()
@@ -339,9 +359,10 @@ def train(
                 "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
                 "gen_rng": gen.get_state(), "history": history, "fingerprint": fp,
-                "model_config": cfg.to_dict(), "input_clip": [lo, hi], "hp": hp,
+                # during the warm-up, the warm-up's bit widths: export refuses such a checkpoint
+                "model_config": epoch_cfg(epoch).to_dict(), "input_clip": [lo, hi], "hp": hp,
             }
-            meta = {"steps_completed": epoch + 1, "fingerprint": fp, "model_config": cfg.to_dict()}
+            meta = {"steps_completed": epoch + 1, "fingerprint": fp, "model_config": epoch_cfg(epoch).to_dict()}
             new_id = _save(core_context, state, meta)
             if local_dir:
                 # Determined names checkpoints with random uuids; naming them by epoch keeps the
@@ -360,6 +381,30 @@ def train(
     bar.close()
 
     return model, final_metrics(model, cfg, hp, data, (lo, hi), fp), history
+
+
+def _rebuilt(cfg: ModelConfig) -> nn.Module:
+    """A new model of `cfg` that leaves torch's RNG stream alone (building draws initial weights),
+    so a run resumed across the warm-up's end draws what an uninterrupted run draws."""
+    with torch.random.fork_rng(devices=[]):
+        return build_model(cfg)
+
+
+def _optimizer(model: nn.Module, tp: dict):
+    # made after any load_state_dict: Brevitas replaces its scale Parameters there, an optimizer
+    # made earlier would keep updating the discarded ones
+    optimizer = torch.optim.Adam(model.parameters(), lr=tp["lr"])
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=tp["epochs"], eta_min=tp["eta_min"])
+
+
+def _requantized(model, optimizer, scheduler, cfg: ModelConfig, tp: dict):
+    """The same weights, optimizer and schedule state in a model of `cfg`'s bit widths."""
+    new = _rebuilt(cfg)
+    new.load_state_dict(model.state_dict())
+    new_optimizer, new_scheduler = _optimizer(new, tp)
+    new_optimizer.load_state_dict(optimizer.state_dict())
+    new_scheduler.load_state_dict(scheduler.state_dict())
+    return new, new_optimizer, new_scheduler
 
 
 def final_metrics(model: nn.Module, cfg: ModelConfig, hp: dict, data: Splits, clip, fp: str) -> dict:

@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 import json
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from kws import train as T
 from kws.common import KwsError, load_params
 from kws.export import (ROUNDING_MARGIN, compare, export_checked, logits_and_rounding_margins, model_from_state,
                         run_export)
+from kws.model import ModelConfig, build_model
 from kws.qonnx_model import input_quant, load_qonnx
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +38,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     features = make_blobs(root / "features")
     params = copy.deepcopy(PARAMS)
-    params["train"].update(epochs=2, batch_size=128, lr=2e-3, augment={"enabled": False})  # blobs: no time axis
+    # blobs: no time axis to shift; the default's warm-up, shortened
+    params["train"].update(epochs=2, batch_size=128, lr=2e-3, augment={"enabled": False}, warmup_epochs=1)
     train_metrics = T.run_local(params, features, root / "checkpoints", root / "metrics/train.json",
                                 root / "plots/train.csv", progress=False)
     out = root / "training_checkpoint/QONNX_model.onnx"
@@ -78,6 +81,22 @@ def test_export_is_deterministic(trained, tmp_path):
     x = T.load_features(trained["features"]).x["validation"][:64].numpy()
     export_checked(model, tmp_path / "again.onnx", x, 1e-4)
     assert (tmp_path / "again.onnx").read_bytes() == trained["out"].read_bytes()
+
+
+@pytest.mark.parametrize("narrow", [True, False])
+def test_weight_range_reaches_the_qonnx_graph(trained, tmp_path, narrow):
+    state, _ = T.latest_local_state(trained["root"] / "checkpoints")
+    model = build_model(dataclasses.replace(ModelConfig.from_dict(state["model_config"]), weight_narrow_range=narrow))
+    model.load_state_dict(state["model"])
+    with torch.no_grad():
+        model.features[3].weight.mul_(3)  # many weights clip: the range's ends are used
+    levels = model.features[3].quant_weight()
+    assert int(torch.round(levels.value / levels.scale).min()) == (-3 if narrow else -4)
+    x = T.load_features(trained["features"]).x["validation"][:128].numpy()
+    export_checked(model.eval(), tmp_path / "m.onnx", x, 1e-4)  # qonnx agrees with Brevitas
+    graph = load_qonnx(tmp_path / "m.onnx")
+    weight_quants = [n for n in graph.graph.node if n.op_type == "Quant" and graph.get_initializer(n.input[0]) is not None]
+    assert [next(a.i for a in n.attribute if a.name == "narrow") for n in weight_quants] == [int(narrow)] * 4
 
 
 def test_tampered_onnx_fails_the_check(trained, tmp_path):

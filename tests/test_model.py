@@ -43,11 +43,22 @@ def test_one_bit_model_uses_binary_quantizers():
     ("weight_bit_width", 0), ("weight_bit_width", 9), ("act_bit_width", 0), ("input_bit_width", 9),
     ("output_bit_width", 2.5), ("hidden_layers", [0]), ("hidden_layers", []), ("dropout", 1.0),
     ("input_dropout", -0.1), ("input_dropout", True),
-    ("act_max", -1.0), ("weight_scale_init", 0),
+    ("act_max", -1.0), ("weight_scale_init", 0), ("weight_narrow_range", 1),
 ])
 def test_bad_model_params_name_the_key(key, value):
     with pytest.raises(KwsError, match=f"model.{key}"):
         config_from_params(dict(DEFAULTS, **{key: value}), (1, 10, 49), 0.3)
+
+
+@pytest.mark.parametrize("narrow,lowest", [(True, -3), (False, -4)])
+def test_full_range_weights_add_the_lowest_level(narrow, lowest):
+    model = build_model(config_from_params(dict(DEFAULTS, weight_narrow_range=narrow), (1, 10, 49), 0.3))
+    for layer in (model.features[3], model.features[-1]):  # a hidden layer and the output layer
+        with torch.no_grad():
+            layer.weight.mul_(100)  # far beyond the scale: weights clip to both ends of the range
+        q = layer.quant_weight()
+        levels = torch.unique(torch.round(q.value / q.scale))
+        assert levels.min() == lowest and levels.max() == 3
 
 
 def test_model_layout_is_features_transposed():
@@ -72,6 +83,8 @@ def test_checkpoint_config_without_input_dropout_keeps_old_model():
     d = config_from_params(DEFAULTS, (1, 10, 49), 0.5).to_dict()
     del d["input_dropout"]  # a config stored before the key existed: dropout 0.1 everywhere
     assert ModelConfig.from_dict(d).input_dropout == 0.1
+    del d["weight_narrow_range"]  # stored before full-range weights existed: narrow range
+    assert ModelConfig.from_dict(d).weight_narrow_range is True
 
 
 def test_config_round_trips():

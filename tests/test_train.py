@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from brevitas.nn import QuantLinear
 
 from kws import train as T
 from kws.common import KwsError, load_params
@@ -36,7 +37,8 @@ def make_blobs(folder: Path, n_train=1200, n_eval=360, seed=0) -> Path:
 def tiny_params(**train):
     p = copy.deepcopy(PARAMS)
     # blobs have no time structure for the default time-shift augmentation to respect
-    p["train"].update({"epochs": 4, "batch_size": 128, "lr": 2e-3, "augment": {"enabled": False}}, **train)
+    p["train"].update({"epochs": 4, "batch_size": 128, "lr": 2e-3, "augment": {"enabled": False},
+                       "warmup_epochs": 1}, **train)
     return p
 
 
@@ -83,14 +85,16 @@ def _run(blobs_data, folder, params, stop_at=None):
         return T.train(ctx, T.recipe(params), blobs_data, local_dir=folder, epoch_end=epoch_end, progress=False)
 
 
-def test_resume_after_interruption_is_bit_exact(blobs, tmp_path):
+# (warm-up epochs, interrupted after epoch): plain, within the warm-up, at its end
+@pytest.mark.parametrize("warmup,stop_at", [(0, 2), (2, 1), (2, 2)])
+def test_resume_after_interruption_is_bit_exact(blobs, tmp_path, warmup, stop_at):
     data = T.load_features(blobs)
-    params = tiny_params(epochs=3)
+    params = tiny_params(epochs=3, warmup_epochs=warmup)
     params["model"]["hidden_layers"] = [64, 64]
     ref_model, ref_metrics, ref_hist = _run(data, tmp_path / "a", params)
     with pytest.raises(Interrupt):
-        _run(data, tmp_path / "b", params, stop_at=2)
-    assert [c[0] for c in T.list_local_checkpoints(tmp_path / "b")] == [2]
+        _run(data, tmp_path / "b", params, stop_at=stop_at)
+    assert [c[0] for c in T.list_local_checkpoints(tmp_path / "b")] == [stop_at]
     torch.manual_seed(123)  # resuming must not depend on the process's RNG state
     model, metrics, hist = _run(data, tmp_path / "b", params)
     assert hist == ref_hist and metrics == ref_metrics
@@ -102,6 +106,28 @@ def test_resume_after_interruption_is_bit_exact(blobs, tmp_path):
         for name in ("exp_avg", "exp_avg_sq", "step"):
             assert torch.equal(sa["optimizer"]["state"][k][name], sb["optimizer"]["state"][k][name])
     assert sa["scheduler"] == sb["scheduler"]
+
+
+def test_warmup_trains_at_its_bit_width_then_at_the_models(blobs, tmp_path):
+    data = T.load_features(blobs)
+    params = tiny_params(epochs=3, warmup_epochs=2, warmup_bit_width=6)
+    params["model"]["hidden_layers"] = [64, 64]
+    stored = []
+
+    def epoch_end(epoch):
+        state, _ = T.latest_local_state(tmp_path / "warm")
+        cfg = state["model_config"]
+        stored.append((cfg["weight_bit_width"], cfg["act_bit_width"], cfg["output_bit_width"], cfg["input_bit_width"]))
+
+    with T.local_context(tmp_path / "warm") as ctx:
+        model, metrics, _ = T.train(ctx, T.recipe(params), data, local_dir=tmp_path / "warm", epoch_end=epoch_end,
+                                    progress=False)
+    # the checkpoints say which bit widths their weights were trained at (export refuses the warm ones)
+    assert stored == [(6, 6, 6, 8), (6, 6, 6, 8), (3, 3, 3, 8)]
+    assert [int(m.quant_weight().bit_width) for m in model.modules() if isinstance(m, QuantLinear)] == [3, 3, 3]
+    plain, _, _ = _run(data, tmp_path / "plain", tiny_params(epochs=3, warmup_epochs=0) | {"model": params["model"]})
+    assert not torch.equal(model.state_dict()["features.3.weight"], plain.state_dict()["features.3.weight"])
+    assert metrics["test_accuracy"] > 0.5  # chance is 1/12
 
 
 def test_trained_bytes_do_not_depend_on_the_callers_thread_count(blobs, tmp_path):
@@ -135,10 +161,12 @@ def test_checkpoint_of_other_params_is_not_resumed(blobs, tmp_path, capsys):
 
 @pytest.mark.parametrize("key,value", [("epochs", 0), ("batch_size", -5), ("lr", -1e-3), ("lr", "fast"),
                                        ("unknown_weight_divisor", 0), ("eta_min", -1.0),
-                                       ("label_smoothing", 1.0), ("label_smoothing", -0.1)])
+                                       ("label_smoothing", 1.0), ("label_smoothing", -0.1),
+                                       ("warmup_epochs", 40), ("warmup_epochs", -1), ("warmup_epochs", 1.5),
+                                       ("warmup_bit_width", 0), ("warmup_bit_width", 9)])
 def test_bad_train_params_name_the_key(key, value):
     with pytest.raises(KwsError, match=f"train.{key}"):
-        T.check_train_params({key: value})
+        T.check_train_params({"epochs": 40, key: value})
 
 
 def test_bad_percentiles(blobs):
