@@ -51,9 +51,10 @@ class ModelConfig:
         return cls(**d)
 
 
-def _check_bit_width(name: str, value) -> int:
+def check_bit_width(key: str, value) -> int:
+    """A bit width from params; `key` is its dotted name (model.weight_bit_width, train.warmup_bit_width)."""
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BIT_WIDTH:
-        raise KwsError(f"params model.{name}: expected an integer bit width in 1..{MAX_BIT_WIDTH}, got {value!r}")
+        raise KwsError(f"params {key}: expected an integer bit width in 1..{MAX_BIT_WIDTH}, got {value!r}")
     return value
 
 
@@ -81,13 +82,13 @@ def config_from_params(model_params: dict, input_shape: tuple[int, ...], input_s
     return ModelConfig(
         input_shape=tuple(int(s) for s in input_shape),
         input_scale=float(input_scale),
-        input_bit_width=_check_bit_width("input_bit_width", p.get("input_bit_width", 8)),
+        input_bit_width=check_bit_width("model.input_bit_width", p.get("input_bit_width", 8)),
         hidden_layers=tuple(hidden),
-        weight_bit_width=_check_bit_width("weight_bit_width", p.get("weight_bit_width", 3)),
+        weight_bit_width=check_bit_width("model.weight_bit_width", p.get("weight_bit_width", 3)),
         weight_narrow_range=narrow,
-        act_bit_width=_check_bit_width("act_bit_width", p.get("act_bit_width", 3)),
+        act_bit_width=check_bit_width("model.act_bit_width", p.get("act_bit_width", 3)),
         act_max=_check_positive("act_max", p.get("act_max", 1.0)),
-        output_bit_width=_check_bit_width("output_bit_width", p.get("output_bit_width", 3)),
+        output_bit_width=check_bit_width("model.output_bit_width", p.get("output_bit_width", 3)),
         weight_scale_init=_check_positive("weight_scale_init", p.get("weight_scale_init", 0.1)),
         **dropouts,
     )

@@ -32,8 +32,8 @@ from kws import augment
 from kws.common import KwsError, atomic_path, check_fraction
 from kws.kernels import kernel_settings
 from kws.labels import NUM_CLASSES, UNKNOWN
-from kws.model import (MAX_BIT_WIDTH, ModelConfig, build_model, config_from_params, num_weights, to_model_input,
-                       weight_kib)
+from kws.model import (MAX_BIT_WIDTH, ModelConfig, build_model, check_bit_width, config_from_params, num_weights,
+                       to_model_input, weight_kib)
 
 SPLITS = ("train", "validation", "test")
 STATE_FILE = "state.pt"
@@ -129,10 +129,8 @@ def check_train_params(train_params: dict) -> dict:
     warm = p.get("warmup_epochs", 0)
     if isinstance(warm, bool) or not isinstance(warm, int) or not 0 <= warm < out["epochs"]:
         raise KwsError(f"params train.warmup_epochs: expected an integer in [0, train.epochs), got {warm!r}")
-    bits = p.get("warmup_bit_width", MAX_BIT_WIDTH)
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= MAX_BIT_WIDTH:
-        raise KwsError(f"params train.warmup_bit_width: expected an integer bit width in 1..{MAX_BIT_WIDTH}, got {bits!r}")
-    out["warmup_epochs"], out["warmup_bit_width"] = warm, bits
+    out["warmup_epochs"] = warm
+    out["warmup_bit_width"] = check_bit_width("train.warmup_bit_width", p.get("warmup_bit_width", MAX_BIT_WIDTH))
     return out
 
 
@@ -304,10 +302,8 @@ def train(
         """The first warmup_epochs train the same weights at warmup_bit_width bits, then at the model's."""
         return warm_cfg if epoch < tp["warmup_epochs"] else cfg
 
-    model = build_model(epoch_cfg(0))
     criterion = loss_function(data.y["train"], tp)
     history: list[dict] = []
-    start = 0
 
     info = getattr(core_context, "info", None)
     if info is not None:
@@ -324,7 +320,10 @@ def train(
     if state is not None:
         if state.get("fingerprint") != fp:
             raise KwsError(f"checkpoint {latest} was made with other params, features or training code; not resuming it")
-        model = _rebuilt(epoch_cfg(state["epoch"]))
+    start = state["epoch"] if state is not None else 0
+    # nothing above draws from torch's RNG: a fresh run initialises the weights right after the seed
+    model = build_model(epoch_cfg(start))
+    if state is not None:
         model.load_state_dict(state["model"])
     optimizer, scheduler = _optimizer(model, tp)
     if state is not None:
@@ -333,7 +332,6 @@ def train(
         torch.set_rng_state(state["torch_rng"])
         gen.set_state(state["gen_rng"])
         history = state["history"]
-        start = state["epoch"]
         print(f"note: resuming from checkpoint {latest} after epoch {start}", file=sys.stderr)
     for _, sid, _ in stale:
         core_context.checkpoint.delete(sid)
@@ -342,7 +340,7 @@ def train(
     bar = tqdm(range(start, tp["epochs"]), initial=start, total=tp["epochs"], desc="train", unit="epoch",
                disable=not progress, file=sys.stderr)
     for epoch in bar:
-        if epoch == tp["warmup_epochs"] > 0:  # end of the warm-up: same weights and optimizer state
+        if tp["warmup_epochs"] and epoch == tp["warmup_epochs"]:  # warm-up over: same weights and optimizer state
             model, optimizer, scheduler = _requantized(model, optimizer, scheduler, cfg, tp)
         lr = optimizer.param_groups[0]["lr"]
         train_loss = train_epoch(model, optimizer, criterion, x["train"], y["train"], tp["batch_size"], gen, aug)
