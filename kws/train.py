@@ -131,6 +131,10 @@ def check_train_params(train_params: dict) -> dict:
         raise KwsError(f"params train.warmup_epochs: expected an integer in [0, train.epochs), got {warm!r}")
     out["warmup_epochs"] = warm
     out["warmup_bit_width"] = check_bit_width("train.warmup_bit_width", p.get("warmup_bit_width", MAX_BIT_WIDTH))
+    share = p.get("unknown_share", 1.0)
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+        raise KwsError(f"params train.unknown_share: expected a number in (0, 1], got {share!r}")
+    out["unknown_share"] = float(share)
     return out
 
 
@@ -139,10 +143,16 @@ def warmup_config(cfg: ModelConfig, bit_width: int) -> ModelConfig:
     return dataclasses.replace(cfg, weight_bit_width=bit_width, act_bit_width=bit_width, output_bit_width=bit_width)
 
 
-def loss_function(y_train: torch.Tensor, tp: dict) -> nn.CrossEntropyLoss:
-    """The training objective; validation and test losses are reported in the same terms."""
-    return nn.CrossEntropyLoss(weight=class_weights(y_train, tp["unknown_weight_divisor"]),
-                               label_smoothing=tp["label_smoothing"])
+def loss_function(y_train: torch.Tensor, tp: dict, *, epoch_sample: bool = False) -> nn.CrossEntropyLoss:
+    """The training objective; validation and test losses are reported in the same terms.
+
+    epoch_sample: the loss over an epoch's sample (train_epoch), where Unknown clips are
+    train.unknown_share as many and weigh 1/unknown_share as much: every epoch estimates the
+    same objective, it only spends fewer steps on Unknown."""
+    weight = class_weights(y_train, tp["unknown_weight_divisor"])
+    if epoch_sample:
+        weight[UNKNOWN] /= tp["unknown_share"]
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=tp["label_smoothing"])
 
 
 def recipe(params: dict) -> dict:
@@ -246,11 +256,23 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion, batc
     return float(criterion(logits, y)), float((logits.argmax(1) == y).double().mean())
 
 
+def epoch_order(y: torch.Tensor, unknown_share: float, gen: torch.Generator) -> torch.Tensor:
+    """The training clips of one epoch, shuffled: all of them, or every non-Unknown clip and a fresh
+    random `unknown_share` of the Unknown ones (Unknown is most of the synthetic corpus)."""
+    if unknown_share >= 1.0:
+        return torch.randperm(len(y), generator=gen)
+    unknown = torch.nonzero(y == UNKNOWN).squeeze(1)
+    others = torch.nonzero(y != UNKNOWN).squeeze(1)
+    kept = unknown[torch.randperm(len(unknown), generator=gen)[:math.ceil(unknown_share * len(unknown))]]
+    sample = torch.cat([others, kept])
+    return sample[torch.randperm(len(sample), generator=gen)]
+
+
 def train_epoch(model, optimizer, criterion, x, y, batch_size: int, gen: torch.Generator,
-                aug: dict | None = None) -> float:
+                aug: dict | None = None, unknown_share: float = 1.0) -> float:
     model.train()
-    n = len(x)
-    perm = torch.randperm(n, generator=gen)
+    perm = epoch_order(y, unknown_share, gen)
+    n = len(perm)
     if n % batch_size == 1:  # BatchNorm cannot train on a batch of one sample: drop it this epoch
         perm = perm[:-1]
     total = 0.0
@@ -303,6 +325,7 @@ def train(
         return warm_cfg if epoch < tp["warmup_epochs"] else cfg
 
     criterion = loss_function(data.y["train"], tp)
+    train_criterion = loss_function(data.y["train"], tp, epoch_sample=True)
     history: list[dict] = []
 
     info = getattr(core_context, "info", None)
@@ -343,7 +366,8 @@ def train(
         if tp["warmup_epochs"] and epoch == tp["warmup_epochs"]:  # warm-up over: same weights and optimizer state
             model, optimizer, scheduler = _requantized(model, optimizer, scheduler, cfg, tp)
         lr = optimizer.param_groups[0]["lr"]
-        train_loss = train_epoch(model, optimizer, criterion, x["train"], y["train"], tp["batch_size"], gen, aug)
+        train_loss = train_epoch(model, optimizer, train_criterion, x["train"], y["train"], tp["batch_size"], gen, aug,
+                                 tp["unknown_share"])
         scheduler.step()
         val_loss, val_acc = evaluate(model, x["validation"], y["validation"], criterion)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr}

@@ -85,11 +85,12 @@ def _run(blobs_data, folder, params, stop_at=None):
         return T.train(ctx, T.recipe(params), blobs_data, local_dir=folder, epoch_end=epoch_end, progress=False)
 
 
-# (warm-up epochs, interrupted after epoch): plain, within the warm-up, at its end
-@pytest.mark.parametrize("warmup,stop_at", [(0, 2), (2, 1), (2, 2)])
-def test_resume_after_interruption_is_bit_exact(blobs, tmp_path, warmup, stop_at):
+# (warm-up epochs, interrupted after epoch, Unknown share): plain, within the warm-up, at its end;
+# all Unknown clips every epoch, or a fresh draw of them
+@pytest.mark.parametrize("warmup,stop_at,share", [(0, 2, 1.0), (0, 2, 0.3), (2, 1, 0.3), (2, 2, 1.0)])
+def test_resume_after_interruption_is_bit_exact(blobs, tmp_path, warmup, stop_at, share):
     data = T.load_features(blobs)
-    params = tiny_params(epochs=3, warmup_epochs=warmup)
+    params = tiny_params(epochs=3, warmup_epochs=warmup, unknown_share=share)
     params["model"]["hidden_layers"] = [64, 64]
     ref_model, ref_metrics, ref_hist = _run(data, tmp_path / "a", params)
     with pytest.raises(Interrupt):
@@ -163,7 +164,8 @@ def test_checkpoint_of_other_params_is_not_resumed(blobs, tmp_path, capsys):
                                        ("unknown_weight_divisor", 0), ("eta_min", -1.0),
                                        ("label_smoothing", 1.0), ("label_smoothing", -0.1),
                                        ("warmup_epochs", 40), ("warmup_epochs", -1), ("warmup_epochs", 1.5),
-                                       ("warmup_bit_width", 0), ("warmup_bit_width", 9)])
+                                       ("warmup_bit_width", 0), ("warmup_bit_width", 9),
+                                       ("unknown_share", 0), ("unknown_share", 1.5), ("unknown_share", True)])
 def test_bad_train_params_name_the_key(key, value):
     with pytest.raises(KwsError, match=f"train.{key}"):
         T.check_train_params({"epochs": 40, key: value})
@@ -197,6 +199,29 @@ def test_class_weights_follow_the_recipe():
     raw = 1 - freq
     raw[11] /= 3.6
     assert torch.allclose(w.double(), raw / raw.sum(), atol=1e-7) and w[11] < w[0] < w[2]
+
+
+def test_each_epoch_trains_every_other_clip_and_a_fresh_share_of_unknown():
+    y = torch.tensor([11] * 100 + list(range(11)) * 3)
+    gen = torch.Generator().manual_seed(0)
+    assert sorted(T.epoch_order(y, 1.0, gen).tolist()) == list(range(len(y)))
+    first, second = T.epoch_order(y, 0.3, gen), T.epoch_order(y, 0.3, gen)
+    for order in (first, second):
+        assert len(set(order.tolist())) == len(order) == 33 + 30
+        assert sorted(y[order][y[order] != 11].tolist()) == sorted(list(range(11)) * 3)
+    assert set(first[y[first] == 11].tolist()) != set(second[y[second] == 11].tolist())
+    again = torch.Generator().manual_seed(0)
+    T.epoch_order(y, 1.0, again)
+    assert torch.equal(T.epoch_order(y, 0.3, again), first)  # the seed decides the draw
+
+
+def test_unknown_share_keeps_the_objective():
+    """Fewer Unknown clips per epoch, each weighing 1/share as much: the same expected loss."""
+    y = torch.tensor([11] * 6 + list(range(11)))
+    tp = T.check_train_params({"unknown_share": 0.25})
+    full, sample = T.loss_function(y, tp), T.loss_function(y, tp, epoch_sample=True)
+    assert torch.allclose(sample.weight[11], full.weight[11] / 0.25)
+    assert torch.equal(sample.weight[:11], full.weight[:11])
 
 
 def test_label_smoothing_reaches_the_loss():
