@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import torch
-from torch import nn
 
 from kws import train as T
 from kws.common import load_params
@@ -34,7 +33,7 @@ def bare_loop(params, data):
     model = build_model(config_from_params(mp, tuple(data.x["train"].shape[1:]), scale))
     opt = torch.optim.Adam(model.parameters(), lr=tp["lr"])
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tp["epochs"], eta_min=tp["eta_min"])
-    crit = nn.CrossEntropyLoss(weight=T.class_weights(data.y["train"], tp["unknown_weight_divisor"]))
+    crit = T.loss_function(data.y["train"], tp)  # the recipe's loss, as the project path uses
     gen = torch.Generator().manual_seed(0)
     x, y, bs = data.x["train"], data.y["train"], tp["batch_size"]
     xv, yv = data.x["validation"], data.y["validation"]
