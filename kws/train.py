@@ -131,10 +131,7 @@ def check_train_params(train_params: dict) -> dict:
         raise KwsError(f"params train.warmup_epochs: expected an integer in [0, train.epochs), got {warm!r}")
     out["warmup_epochs"] = warm
     out["warmup_bit_width"] = check_bit_width("train.warmup_bit_width", p.get("warmup_bit_width", MAX_BIT_WIDTH))
-    share = p.get("unknown_share", 1.0)
-    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
-        raise KwsError(f"params train.unknown_share: expected a number in (0, 1], got {share!r}")
-    out["unknown_share"] = float(share)
+    out["unknown_share"] = check_fraction("train.unknown_share", p.get("unknown_share", 1.0), kept=True)
     return out
 
 
