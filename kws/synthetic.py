@@ -91,7 +91,8 @@ TAKE_JITTER = 0.06  # per-take log-uniform jitter of pitch and rate around the s
 DEFAULTS = {"engines": {"espeak": 1.0}, "pitch_range": [0.75, 1.35], "rate_range": [0.8, 1.25],
             "formant_range": [0.9, 1.12], "intonation": True, "channel_tilt_db": [0.0, 0.0],
             "channel_ripple_db": 0.0, "noise_floor_db": [-60.0, -40.0], "noise_floor_ripple_db": 0.0,
-            "noise_kinds": ["white_noise", "pink_noise", "brown_noise", "electric_hum", "running_tap", "babble"]}
+            "noise_kinds": ["white_noise", "pink_noise", "brown_noise", "electric_hum", "running_tap", "babble"],
+            "other_words_per_speaker": len(OTHER_WORDS)}
 # _background_noise_/<kind>.wav; VALIDATION_NOISE's silence goes to validation, the rest to train
 NOISE_KINDS = ("white_noise", "pink_noise", "room_tone", "brown_noise", "electric_hum", "running_tap", "babble")
 BABBLE_WORDS = ("the", "and", "that", "have", "with", "this", "from", "they", "would", "there",
@@ -142,6 +143,9 @@ def check_params(cfg: dict) -> dict:
     needed = VALIDATION_NOISE.removesuffix(".wav")
     if needed not in kinds:
         raise KwsError(f"params synthetic.noise_kinds: {needed} is needed (the validation split's silence is cut from it)")
+    k = cfg["other_words_per_speaker"]
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(OTHER_WORDS):
+        raise KwsError(f"params synthetic.other_words_per_speaker: expected an integer in [1, {len(OTHER_WORDS)}], got {k!r}")
     if not isinstance(cfg["intonation"], bool):
         raise KwsError(f"params synthetic.intonation: expected true or false, got {cfg['intonation']!r}")
     return cfg
@@ -199,6 +203,16 @@ def select_speakers(cfg: dict, seed: int) -> dict[str, Speaker]:
     if len(chosen) != n:
         raise KwsError(f"seed {seed}: speaker id collision, pick another seed")
     return dict(sorted(chosen.items()))
+
+
+def speaker_words(sid: str, seed: int, other_words: int) -> tuple[str, ...]:
+    """Every keyword and `other_words` of the other words, drawn per speaker (Speech Commands'
+    speakers skip words too): Unknown clips cost as much to make as keyword clips but are wanted
+    less, so the same minutes buy more speakers of the keywords."""
+    if other_words >= len(OTHER_WORDS):
+        return ALL_WORDS
+    picked = set(_rng(seed, sid, "other_words").choice(OTHER_WORDS, other_words, replace=False))
+    return KEYWORDS + tuple(w for w in OTHER_WORDS if w in picked)
 
 
 def split_speakers(ids: list[str], validation_fraction: float, test_fraction: float,
@@ -527,7 +541,8 @@ def _rng(seed: int, *keys) -> np.random.Generator:
 
 def _make_speaker(task) -> None:
     root, seed, sid, speaker, takes, cfg = task
-    for (word, take), audio in speaker_takes(speaker, list(ALL_WORDS), takes, seed, sid, cfg).items():
+    words = list(speaker_words(sid, seed, cfg["other_words_per_speaker"]))
+    for (word, take), audio in speaker_takes(speaker, words, takes, seed, sid, cfg).items():
         write_wav(Path(root) / "train" / word / f"{sid}_nohash_{take}.wav", audio)
 
 
@@ -574,7 +589,7 @@ def build_corpus(out: str | Path, cfg: dict, seed: int, workers: int = 2) -> dic
              workers, "test silence")
         rel = {s: [] for s in ("train", "validation", "test")}
         for sid in speakers:
-            for w in ALL_WORDS:
+            for w in speaker_words(sid, seed, cfg["other_words_per_speaker"]):
                 rel[split[sid]] += [f"{w}/{sid}_nohash_{t}.wav" for t in range(takes)]
         for name, s in (("validation_list.txt", "validation"), ("testing_list.txt", "test")):
             (train / name).write_text("".join(p + "\n" for p in sorted(rel[s])))

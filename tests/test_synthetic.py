@@ -207,6 +207,26 @@ def test_test_folder_only_test_speakers(corpus):
     assert all(_wav(p) == (1, 2, 16000, 16000) for p in silence)
 
 
+def test_speakers_say_every_keyword_and_some_other_words(tmp_path):
+    cfg = {**TINY, "num_speakers": 6, "takes_per_word": 1, "engines": {"espeak": 1}, "other_words_per_speaker": 3}
+    synthetic.build_corpus(tmp_path / "c", cfg, seed=0)
+    with tarfile.open(tmp_path / "c" / TRAIN_ARCHIVE) as tar:
+        names = [m.name for m in tar.getmembers() if m.isfile() and m.name.endswith(".wav")]
+        listed = tar.extractfile("testing_list.txt").read().decode().split()
+        listed += tar.extractfile("validation_list.txt").read().decode().split()
+    words = {}
+    for n in names:
+        if not n.startswith(BACKGROUND_NOISE_DIR):
+            word, name = n.split("/")
+            words.setdefault(NAME.match(name).group(1), set()).add(word)
+    assert len(words) == 6 and set(listed) <= set(names)
+    for sid, said in words.items():
+        assert set(KEYWORDS) <= said and len(said - set(KEYWORDS)) == 3
+        assert said == set(synthetic.speaker_words(sid, 0, 3))
+    assert len({frozenset(s) for s in words.values()}) > 1  # drawn per speaker
+    assert synthetic.speaker_words("abc", 0, len(OTHER_WORDS)) == ALL_WORDS
+
+
 def test_background_noise(corpus):
     noise = sorted((corpus / "train" / BACKGROUND_NOISE_DIR).iterdir())
     assert sorted(p.name for p in noise) == sorted(f"{k}.wav" for k in TINY["noise_kinds"])  # params pick them
@@ -264,6 +284,8 @@ def test_resample_equals_the_gathered_polyphase_sum(rate_in):
     ({"noise_floor_ripple_db": -1}, "noise_floor_ripple_db"),
     ({"noise_kinds": ["running_tap", "hiss"]}, "noise_kinds"), ({"noise_kinds": ["pink_noise"]}, "noise_kinds"),
     ({"noise_kinds": ["running_tap", "running_tap"]}, "noise_kinds"),
+    ({"other_words_per_speaker": 0}, "other_words_per_speaker"), ({"other_words_per_speaker": 26}, "other_words_per_speaker"),
+    ({"other_words_per_speaker": 2.5}, "other_words_per_speaker"),
 ])
 def test_bad_params(bad, key):
     with pytest.raises(KwsError, match=f"synthetic.{key}"):
