@@ -9,6 +9,7 @@ import pytest
 from pipeline_repo import REPO, run
 
 README = (REPO / "README.md").read_text()
+TRAIN = "bash run_training.sh"
 EXPORT = "python export_training_checkpoint.py"
 MAKE_BINS = "python make_bin_files.py --bin_file_path=kws_bin_files --feature_type=mfcc"
 
@@ -30,14 +31,18 @@ def built_copy(tiny_repo, tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("command", [EXPORT, MAKE_BINS])
+@pytest.mark.parametrize("command", [TRAIN, EXPORT, MAKE_BINS])
 def test_readme_prints_the_command(command):
     assert f"\n{command}\n" in README, f"README.md no longer prints `{command}` on a line of its own"
 
 
 def test_submission_commands_rebuild_the_stage_outputs(tiny_repo, built_copy):
-    model = Path("training_checkpoint/QONNX_model.onnx")
+    model, metrics = Path("training_checkpoint/QONNX_model.onnx"), Path("metrics/train.json")
     assert not (built_copy / model).exists() and not (built_copy / "kws_bin_files").exists()
+    (built_copy / metrics).unlink()
+    # the checkpoints are the stage's own: training resumes after its last epoch and only reports
+    run(shlex.split(TRAIN), built_copy)
+    assert (built_copy / metrics).read_bytes() == (tiny_repo / metrics).read_bytes()
     run(shlex.split(EXPORT), built_copy)
     assert (built_copy / model).read_bytes() == (tiny_repo / model).read_bytes()
     run(shlex.split(MAKE_BINS), built_copy)
