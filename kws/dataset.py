@@ -235,7 +235,7 @@ def read_speech_commands(cfg: dict) -> tuple[dict[str, Examples], dict[str, np.n
     for path in archives.values():
         if not path.is_file():
             raise KwsError(f"dataset.tfds_manual_dir: {path} not found "
-                           f"(put both official archives there: {', '.join(TFDS_ARCHIVES)})")
+                           f"(put both archives there, Google's or the synthetic corpus's: {', '.join(TFDS_ARCHIVES)})")
     prepared = _tfds_prepared(data_dir, archives)
     if not prepared:
         if not manual and not probe():  # before tfds' retry loop, which takes minutes to give up
@@ -259,7 +259,9 @@ def read_speech_commands(cfg: dict) -> tuple[dict[str, Examples], dict[str, np.n
         try:
             builder.download_and_prepare(download_config=config)
         except NonMatchingChecksumError as e:
-            raise KwsError(f"dataset.source speech_commands: {str(e).splitlines()[0]}") from None
+            # only Google's archives are checked against Google's checksums (_tfds_builder)
+            raise KwsError(f"dataset.source speech_commands: {str(e).splitlines()[0].rstrip(':')} "
+                           "(not the sha256 in tfds' checksums.tsv: a damaged download?)") from None
     names = builder.info.features["label"].names
     splits = {s: Examples() for s in SPLITS}
     for split, tfds_split in (("train", "train"), ("validation", "validation"), ("test", "test")):
