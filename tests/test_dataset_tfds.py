@@ -4,13 +4,12 @@ writes the same clips, labels and splits as dataset.source local on the same arc
 
 What differs, by design (docs/datasets.md): the order of the clips within a split (tfds shuffles
 its examples by a hash of their keys) and the `file` column (tfds keeps no file names, so it holds
-tfds' record ids). Everything else is compared byte for byte.
+tfds' record ids). Everything else is compared exactly.
 """
 import hashlib
 import json
 import os
 import shutil
-import sys
 import tarfile
 from pathlib import Path
 
@@ -22,8 +21,7 @@ from kws import dataset, synthetic
 from kws.common import KwsError
 from kws.labels import TEST_ARCHIVE, TRAIN_ARCHIVE
 
-sys.path.insert(0, str(Path(__file__).parent))
-from pipeline_repo import TINY_PARAMS, merge  # noqa: E402
+from pipeline_repo import TINY_PARAMS, merge  # tests/ is on sys.path (conftest.py)
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "validation", "test")
