@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import socket
 import tarfile
 import time
@@ -225,26 +226,42 @@ def probe(host: str = TFDS_HOST, port: int = 80, timeout: float = 3.0) -> bool:
 
 def read_speech_commands(cfg: dict) -> tuple[dict[str, Examples], dict[str, np.ndarray]]:
     """tensorflow-datasets' speech_commands: prepared in tfds_data_dir, downloaded, or built from
-    the two official archives in tfds_manual_dir (tfds picks them up by file name)."""
+    the two archives in tfds_manual_dir (tfds picks them up by file name). Clips, labels and
+    splits equal the `local` source's on the same archives; the order is tfds' (it shuffles by a
+    hash of each example's key) and `file` is tfds' record id (tfds keeps no file names)."""
     data_dir = Path(cfg.get("tfds_data_dir") or "data/tfds")
     manual = cfg.get("tfds_manual_dir")
-    prepared = any((data_dir / "speech_commands").glob("*/dataset_info.json"))
+    archives = {name: Path(manual) / name for name in TFDS_ARCHIVES} if manual else {}
+    for path in archives.values():
+        if not path.is_file():
+            raise KwsError(f"dataset.tfds_manual_dir: {path} not found "
+                           f"(put both archives there, Google's or the synthetic corpus's: {', '.join(TFDS_ARCHIVES)})")
+    prepared = _tfds_prepared(data_dir, archives)
     if not prepared:
-        if manual:
-            for name in TFDS_ARCHIVES:
-                if not (Path(manual) / name).is_file():
-                    raise KwsError(f"dataset.tfds_manual_dir: {Path(manual) / name} not found "
-                                   f"(put both official archives there: {', '.join(TFDS_ARCHIVES)})")
-        elif not probe():  # before tfds' retry loop, which takes minutes to give up
+        if not manual and not probe():  # before tfds' retry loop, which takes minutes to give up
             raise KwsError(f"dataset.source speech_commands: cannot reach {TFDS_HOST} to download "
                            "(offline?); set dataset.tfds_manual_dir to a folder with the two official "
                            "archives, or use dataset.source local with dataset.local_dir")
+        missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
+        if missing:  # else a FileNotFoundError deep inside tfds
+            raise KwsError(f"{' and '.join(missing)}: not found on PATH; tensorflow-datasets' speech_commands "
+                           "hands every file of the test archive to pydub, which runs ffprobe and ffmpeg on "
+                           "those that are not PCM WAV (README.md, LICENSE) to skip them (install the Debian "
+                           "package ffmpeg, as the Makefile does)")
     import tensorflow_datasets as tfds  # slow import: only on this path
+    from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
-    builder = tfds.builder("speech_commands", data_dir=str(data_dir))
+    builder = _tfds_builder(data_dir, {} if prepared else archives)
     if not prepared:
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=manual) if manual else None)
+        # REUSE_CACHE: a dataset prepared from other archives is prepared again, not reused
+        config = tfds.download.DownloadConfig(manual_dir=manual,
+                                              download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS)
+        try:
+            builder.download_and_prepare(download_config=config)
+        except NonMatchingChecksumError as e:
+            # only Google's archives are checked against Google's checksums (_tfds_builder)
+            raise KwsError(f"dataset.source speech_commands: {str(e).splitlines()[0].rstrip(':')} "
+                           "(not the sha256 in tfds' checksums.tsv: a damaged download?)") from None
     names = builder.info.features["label"].names
     splits = {s: Examples() for s in SPLITS}
     for split, tfds_split in (("train", "train"), ("validation", "validation"), ("test", "test")):
@@ -258,6 +275,38 @@ def read_speech_commands(cfg: dict) -> tuple[dict[str, Examples], dict[str, np.n
                                f"{' all zero' if not audio.any() else ''}, expected a non-silent clip <= 1 s")
             splits[split].add(audio, word_to_label(names[ex["label"]]), file)
     return splits, _tfds_background(data_dir, manual)
+
+
+def _tfds_prepared(data_dir: Path, archives: dict[str, Path]) -> bool:
+    """speech_commands is prepared in data_dir (from these archives, if given: tfds records their
+    total size as downloadSize, which tells the synthetic corpus from Google's)."""
+    infos = [p for p in sorted((data_dir / "speech_commands").glob("*/dataset_info.json"))
+             if not p.parent.name.startswith("incomplete")]  # tfds' folder while preparing
+    if not infos or not archives:
+        return bool(infos)
+    recorded = json.loads(infos[-1].read_text()).get("downloadSize")
+    return recorded is not None and int(recorded) == sum(p.stat().st_size for p in archives.values())
+
+
+def _tfds_builder(data_dir: Path, archives: dict[str, Path]):
+    """tfds' speech_commands builder. Archives that are not Google's (the synthetic corpus: not
+    the sizes in tfds' checksums.tsv) would fail tfds' checksum check, so they get the same
+    builder with their own checksums declared: tfds still finds them through its manual-dir
+    mechanism, verifies them, and makes the examples with its own code."""
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.core.download import checksums
+
+    cls = tfds.builder_cls("speech_commands")
+    files = {TFDS_ARCHIVES[name][0]: path for name, path in archives.items()}
+    if any(path.stat().st_size != cls.url_infos[url].size for url, path in files.items()):
+        declared = {url: checksums.compute_url_info(path) for url, path in files.items()}
+
+        class Archives(cls, skip_registration=True):
+            name = "speech_commands"  # the same prepared layout in tfds_data_dir
+            url_infos = declared
+
+        cls = Archives
+    return cls(data_dir=str(data_dir))
 
 
 def _tfds_background(data_dir: Path, manual: str | None) -> dict[str, np.ndarray]:
