@@ -1,10 +1,10 @@
 """Determined 0.38.1's own experiment-config JSON schemas, applied offline the way its master does.
 
 The master (Go, not installable anywhere any more) validates a submitted config in this order:
-sanity check of the raw config, merge over the template, merge in the master's checkpoint storage,
-fill defaults, completeness check, then `SearcherConfig.AssertCurrent()`. The `determined` wheel
-ships none of the schemas; they come from a Determined checkout (`schemas/` at tag 0.38.1) or the
-test fixture. The schemas use seven keywords of Determined's own (meaning: the schemas' README and
+sanity check of the raw config, merge over the template, merge in the master's checkpoint storage
+(not done here: this project's template sets its own), fill defaults, completeness check, then
+`SearcherConfig.AssertCurrent()`. The `determined` wheel ships none of the schemas; they come from a
+Determined checkout (`schemas/` at tag v0.38.1) or the test fixture. The schemas use seven keywords of Determined's own (meaning: the schemas' README and
 master/pkg/schemas/extensions/*.go); they are implemented here on python-jsonschema's Draft 7.
 
 Sanity uses union, checks, compareProperties, disallowProperties and optionalRef; completeness adds
@@ -216,9 +216,8 @@ def merge(config: dict, template: dict, common: dict[str, set[str]] | None = Non
     """The config over the template: the template fills only what the config leaves out (null
     counts as left out). Follows the master's rules for the sections that have their own: bind
     mounts append the template's for other container paths, log policies those of other names;
-    for a union section of another kind
-    (say s3 storage over shared_fs) only `common[section]` fields come in; single hyperparameters
-    are atomic. Other lists are atomic (the config's wins)."""
+    for a union section of another kind (say s3 storage over shared_fs) only `common[section]`
+    fields come in; single hyperparameters are atomic. Other lists are atomic (the config's wins)."""
     common = common or {}
     out = copy.deepcopy(config)
     for key, tval in template.items():
@@ -248,7 +247,9 @@ RUNTIME_SEED = 0
 RUNTIME_NAME = "<the name the master makes up>"
 
 
-def _runtime_defaults(config: dict) -> dict:
+def runtime_defaults(config: dict) -> dict:
+    """The master's run-time defaults, in place: images and environment variables per device
+    type (`gpu` is the old name of `cuda`), the experiment seed and name."""
     env = config.get("environment")
     if isinstance(env, dict):
         image = env.get("image")
@@ -371,7 +372,7 @@ class Schemas:
             if errors:
                 return [f"template: {e}" for e in errors], config
             config = self.merge(config, template)
-        full = _runtime_defaults(self.with_defaults(config))
+        full = runtime_defaults(self.with_defaults(config))
         errors = self.completeness_errors(full)
         if errors:
             return errors, full
@@ -417,7 +418,7 @@ def check_submission(config: dict, template: str | os.PathLike) -> None:
     schema_dir = find_schema_dir()
     if schema_dir is None:
         print(f"note: Determined {VERSION}'s config schemas not found, so only the master will check the "
-              f"config; set {ENV_VAR} to a Determined checkout (tag {VERSION}) to check it before submitting",
+              f"config; set {ENV_VAR} to a Determined checkout (tag v{VERSION}) to check it before submitting",
               file=sys.stderr)
         return
     try:

@@ -105,9 +105,9 @@ def test_master_defaults_and_merge_case(schemas, file, case):
         url = case["default_as"]
         got = schemas.with_defaults(case["case"], url)
         if url.endswith("environment.json"):
-            got = expconf._runtime_defaults({"environment": got})["environment"]
+            got = expconf.runtime_defaults({"environment": got})["environment"]
         elif url.endswith("experiment.json"):
-            got = expconf._runtime_defaults(got)
+            got = expconf.runtime_defaults(got)
         assert _no_nulls(_runtime_stars(got, case["defaulted"])) == _no_nulls(case["defaulted"])
     if "merge_as" in case:
         section = {"bind-mounts.json": "bind_mounts", "checkpoint-storage.json": "checkpoint_storage",
