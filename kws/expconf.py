@@ -159,6 +159,36 @@ SanityValidator = validators.extend(Draft7Validator, _SANITY)
 CompletenessValidator = validators.extend(Draft7Validator, _COMPLETENESS)
 
 
+# Keywords that only annotate, and where subschemas sit (to find keywords nobody implements:
+# python-jsonschema ignores unknown keywords, so a newer schema's keyword would pass unseen).
+_ANNOTATIONS = {"$schema", "$id", "title", "description", "default", "$comment", "examples", "definitions",
+                "readOnly", "writeOnly", "then", "else", "unionKey"}
+_KNOWN = set(Draft7Validator.VALIDATORS) | set(_COMPLETENESS) | _ANNOTATIONS
+_ONE_SCHEMA = {"not", "if", "then", "else", "additionalProperties", "additionalItems", "contains",
+               "propertyNames", "eventually", "items"}
+_SCHEMA_LISTS = {"allOf", "anyOf", "oneOf", "items"}
+_SCHEMA_MAPS = {"properties", "patternProperties", "definitions", "checks", "dependencies"}
+
+
+def _unknown_keywords(schema) -> set[str]:
+    if not isinstance(schema, dict):
+        return set()
+    found = set(schema) - _KNOWN
+    subschemas = []
+    for key, value in schema.items():
+        if key in _ONE_SCHEMA and isinstance(value, dict):
+            subschemas.append(value)
+        elif key in _SCHEMA_LISTS and isinstance(value, list):
+            subschemas += value
+        elif key in _SCHEMA_MAPS and isinstance(value, dict):
+            subschemas += value.values()
+        elif key == "union":
+            subschemas += value.get("items", [])
+    for sub in subschemas:
+        found |= _unknown_keywords(sub)
+    return found
+
+
 def _render(error: ValidationError) -> list[str]:
     """The leaves of an error tree as `<config>.a.b[2]: message` (the master's rendering)."""
     if error.context:
@@ -293,6 +323,10 @@ class Schemas:
                 raise KwsError(f"{f}: not a JSON schema ({type(e).__name__}: {e})") from None
             if schema.get("$schema") != DRAFT7_URI or "$id" not in schema:
                 raise KwsError(f"{f}: expected a draft-07 schema with an $id")
+            unknown = _unknown_keywords(schema)
+            if unknown:
+                raise KwsError(f"{f}: keyword {', '.join(sorted(unknown))} not implemented here "
+                               f"(written for Determined {VERSION}'s schemas)")
             # python-jsonschema picks the validator class from each resource's $schema, also when
             # a $ref enters another file: a draft-07 $schema there would switch to plain Draft 7
             # and silently drop the custom keywords. Without it, the referring class is kept.

@@ -2,12 +2,12 @@
 cases through kws.expconf, and the configs kws.train submits, checked the way the master checks
 them (sanity, merge over the template, defaults, completeness, AssertCurrent)."""
 import copy
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -255,3 +255,15 @@ def test_schema_dir_env_var_must_hold_the_schemas(tmp_path, monkeypatch):
     monkeypatch.setenv(expconf.ENV_VAR, str(tmp_path))
     with pytest.raises(KwsError, match=rf"^{expconf.ENV_VAR}={re.escape(str(tmp_path))}: no expconf/v0/experiment.json"):
         expconf.find_schema_dir()
+
+
+def test_a_keyword_nobody_implements_is_refused(det_schemas, tmp_path):
+    """python-jsonschema ignores unknown keywords: a newer checkout's extension must not pass unseen."""
+    shutil.copytree(det_schemas / "expconf", tmp_path / "expconf")
+    assert expconf.Schemas(tmp_path).sanity_errors({"searcher": {"name": "single"}}) == []
+    target = tmp_path / "expconf" / "v0" / "searcher-single.json"
+    schema = json.loads(target.read_text())
+    schema["properties"]["metric"]["conditional"] = {"when": {}, "enforce": {}}  # the master's 8th, unused one
+    target.write_text(json.dumps(schema))
+    with pytest.raises(KwsError, match=rf"^{re.escape(str(target))}: keyword conditional not implemented here"):
+        expconf.Schemas(tmp_path)
