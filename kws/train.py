@@ -372,7 +372,7 @@ def train(
         bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{val_acc:.3f}")
         core_context.train.report_training_metrics(steps_completed=epoch + 1, metrics={"train_loss": train_loss})
         core_context.train.report_validation_metrics(
-            steps_completed=epoch + 1, metrics={"val_loss": val_loss, "val_accuracy": val_acc})
+            steps_completed=epoch + 1, metrics={"val_loss": val_loss, "val_accuracy": val_acc, TIME_METRIC: epoch + 1})
         if core_context.distributed.rank == 0:
             state = {
                 "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -503,11 +503,37 @@ TEMPLATE_NAME = "kws-finn"
 FEATURES_IN_CONTAINER = "/kws/features"  # the template's bind mount of data/features
 CONTEXT_FILES = ("kws", "scripts/run_training.py", "pyproject.toml")
 DEFAULT_SEARCHER = {"name": "single", "metric": "val_accuracy", "smaller_is_better": False}
+VALIDATION_METRICS = ("val_accuracy", "val_loss")  # what train() reports after each epoch
+TIME_METRIC = "epochs"  # train()'s progress metric among them: adaptive_asha's time_metric
 
 
 def _const_tree(tree: dict) -> dict:
     """Every leaf as an explicit const hyperparameter (lists such as hidden_layers stay one value)."""
     return {k: _const_tree(v) if isinstance(v, dict) else {"type": "const", "val": v} for k, v in tree.items()}
+
+
+def _complete_searcher(searcher: dict, sweep: dict, epochs) -> None:
+    """What each searcher needs beyond name and metric (Determined 0.38.1's schemas and master):
+    random and adaptive_asha: max_trials (default: the size of the train.sweep grid);
+    adaptive_asha also max_time and time_metric (default: train.epochs of the `epochs` metric)."""
+    name = searcher.get("name")
+    if sweep and name == "single":
+        raise KwsError("params train.sweep needs train.searcher.name: grid (or random or adaptive_asha, "
+                       "which sample it train.searcher.max_trials times)")
+    if searcher.get("metric") not in VALIDATION_METRICS:
+        raise KwsError(f"params train.searcher.metric: the trial reports {' or '.join(VALIDATION_METRICS)}, "
+                       f"got {searcher.get('metric')!r}")
+    if name in ("random", "adaptive_asha") and searcher.get("max_trials") is None:
+        if not sweep:
+            raise KwsError(f"params train.searcher.max_trials: the {name} searcher needs a number of trials "
+                           "(or a train.sweep, whose grid size is the default)")
+        searcher["max_trials"] = math.prod(len(vals) for vals in sweep.values())
+    if name == "adaptive_asha":
+        searcher.setdefault("time_metric", TIME_METRIC)
+        searcher.setdefault("max_time", epochs)
+        if searcher["time_metric"] != TIME_METRIC:
+            raise KwsError(f"params train.searcher.time_metric: the trial reports its progress as "
+                           f"{TIME_METRIC!r}, got {searcher['time_metric']!r}")
 
 
 def experiment_config(params: dict, name: str = "kws-finn-mlp") -> dict:
@@ -531,8 +557,7 @@ def experiment_config(params: dict, name: str = "kws-finn-mlp") -> dict:
         target[leaf] = {"type": "categorical", "vals": vals}
     searcher = dict(DEFAULT_SEARCHER)
     searcher.update(train_p.get("searcher") or {})
-    if sweep and searcher["name"] == "single":
-        raise KwsError("params train.sweep needs train.searcher.name: grid (or random)")
+    _complete_searcher(searcher, sweep, train_p.get("epochs"))
     return {
         "name": name,
         "hyperparameters": hp,
@@ -562,10 +587,13 @@ def submit(params: dict, master: str, repo: Path, template: Path, experiment_fil
 
     from determined.experimental import client
 
-    url = check_master(master)
+    from kws import expconf
+
     config = experiment_config(params)
     if not template.is_file():
         raise KwsError(f"{template}: config template not found")
+    expconf.check_submission(config, template)  # Determined's own schemas, before contacting the master
+    url = check_master(master)
     r = subprocess.run([sys.executable, "-m", "determined.cli", "-m", url, "template", "set", TEMPLATE_NAME,
                         str(template)], capture_output=True, text=True)
     if r.returncode != 0:
