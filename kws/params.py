@@ -202,6 +202,17 @@ def _fields_at(loc: tuple) -> list[str]:
     return list(node.model_fields) if node else []
 
 
+# pydantic's error types in the words the project's other messages use
+_PHRASES = {
+    "int_type": "expected an integer", "int_from_float": "expected an integer", "float_type": "expected a number",
+    "bool_type": "expected true or false", "string_type": "expected a string", "list_type": "expected a list",
+    "dict_type": "expected a mapping", "literal_error": "expected {expected}",
+    "greater_than": "expected more than {gt}", "greater_than_equal": "expected at least {ge}",
+    "less_than": "expected less than {lt}", "less_than_equal": "expected at most {le}",
+    "too_short": "expected at least {min_length} item(s)", "too_long": "expected at most {max_length} item(s)",
+}
+
+
 def describe(error: dict) -> str:
     """One pydantic error as `params <dotted.key>: <what is wrong>`."""
     loc = tuple(str(p) for p in error["loc"] if p != "[key]")  # "[key]": the key itself is wrong
@@ -210,7 +221,7 @@ def describe(error: dict) -> str:
         close = difflib.get_close_matches(loc[-1], _fields_at(loc), n=1)
         hint = f" (did you mean {'.'.join((*loc[:-1], close[0]))}?)" if close else ""
         return f"params {key}: unknown key{hint}"
-    msg = error["msg"].removeprefix("Value error, ")
+    msg = _PHRASES.get(error["type"], error["msg"].removeprefix("Value error, ")).format(**error.get("ctx", {}))
     field, sep, rest = msg.partition(": ")
     if sep and field.isidentifier():  # a check across fields names its own key: "warmup_epochs: ..."
         return f"params {key}.{field}: {rest}"
