@@ -43,7 +43,7 @@ def _ordered(pair: list[float], name: str, lo: float, hi: float) -> list[float]:
 class Synthetic(Section):
     engines: Annotated[dict[Engine, Annotated[float, Field(ge=0)]], Field(min_length=1)] = {
         "espeak": 0.25, "flite": 0.2, "festival": 0.2, "mbrola": 0.2, "pico": 0.15}
-    num_speakers: Annotated[int, Field(ge=1, le=20000)] = 2400
+    num_speakers: Annotated[int, Field(ge=3, le=20000)] = 2400  # one each for train, validation, test
     other_words_per_speaker: Annotated[int, Field(ge=1, le=25)] = 8
     takes_per_word: PositiveInt = 1
     pitch_range: Pair = [0.75, 1.35]
@@ -72,6 +72,8 @@ class Synthetic(Section):
         _ordered(self.noise_floor_db, "noise_floor_db", -120, 0)
         if len(set(self.noise_kinds)) != len(self.noise_kinds):
             raise ValueError("noise_kinds: names must be distinct")
+        if "running_tap" not in self.noise_kinds:  # kws.labels.VALIDATION_NOISE
+            raise ValueError("noise_kinds: running_tap is needed (the validation split's silence is cut from it)")
         return self
 
 
@@ -192,16 +194,6 @@ class Params(Section):
     hls4ml: Hls4ml = Hls4ml()
 
 
-def _fields_at(loc: tuple) -> list[str]:
-    """The keys the schema allows next to `loc` (for "did you mean")."""
-    node: type[BaseModel] | None = Params
-    for part in loc[:-1]:
-        field = node.model_fields.get(part) if node else None
-        node = field.annotation if field and isinstance(field.annotation, type) and issubclass(
-            field.annotation, BaseModel) else None
-    return list(node.model_fields) if node else []
-
-
 # pydantic's error types in the words the project's other messages use
 _PHRASES = {
     "int_type": "expected an integer", "int_from_float": "expected an integer", "float_type": "expected a number",
@@ -213,13 +205,25 @@ _PHRASES = {
 }
 
 
-def describe(error: dict) -> str:
-    """One pydantic error as `params <dotted.key>: <what is wrong>`."""
+def _fields_at(root: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys the schema allows next to `loc` (for "did you mean")."""
+    node: type[BaseModel] | None = root
+    for part in loc[:-1]:
+        field = node.model_fields.get(part) if node else None
+        node = field.annotation if field and isinstance(field.annotation, type) and issubclass(
+            field.annotation, BaseModel) else None
+    return list(node.model_fields) if node else []
+
+
+def describe(error: dict, root: type[BaseModel] = None, prefix: str = "") -> str:
+    """One pydantic error as `params <dotted.key>: <what is wrong>`; `prefix` names the section
+    `root` validated (train.augment, say) when that was not the whole file."""
+    root = root or Params
     loc = tuple(str(p) for p in error["loc"] if p != "[key]")  # "[key]": the key itself is wrong
-    key = ".".join(loc) or "(top level)"
+    key = ".".join((prefix, *loc) if prefix else loc) or "(top level)"
     if error["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(loc[-1], _fields_at(loc), n=1)
-        hint = f" (did you mean {'.'.join((*loc[:-1], close[0]))}?)" if close else ""
+        close = difflib.get_close_matches(loc[-1], _fields_at(root, loc), n=1)
+        hint = f" (did you mean {'.'.join((*([prefix] if prefix else []), *loc[:-1], close[0]))}?)" if close else ""
         return f"params {key}: unknown key{hint}"
     msg = _PHRASES.get(error["type"], error["msg"].removeprefix("Value error, ")).format(**error.get("ctx", {}))
     field, sep, rest = msg.partition(": ")
@@ -238,6 +242,17 @@ def validate(raw: Any, source: str = "params.yaml") -> Params:
         return Params.model_validate(raw)
     except ValidationError as e:
         raise KwsError(describe(e.errors()[0])) from None
+
+
+def section(cls: type[Section], value: Section | dict | None, name: str) -> Section:
+    """One section, typed: as loaded (already valid), or a plain dict (a test's, or a cluster
+    trial's hyperparameters) validated here with the schema's defaults for what it leaves out."""
+    if isinstance(value, cls):
+        return value
+    try:
+        return cls.model_validate(value or {})
+    except ValidationError as e:
+        raise KwsError(describe(e.errors()[0], cls, name)) from None
 
 
 def _fill(raw: dict, full: dict) -> dict:
