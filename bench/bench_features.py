@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kws.common import load_params
+from kws.params import load_params
 from kws.features import NOISE_FILE, FeatureConfig, extract, load_noise, load_split, noise_plan
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from kws import train as T
-from kws.common import load_params
+from kws.params import load_params
 from kws.model import build_model, config_from_params, to_model_input
 
 SIZES = {"train": 85_511, "validation": 10_102, "test": 4_890}  # Speech Commands v2, MLPerf Tiny splits

@@ -9,42 +9,12 @@ from __future__ import annotations
 
 import torch
 
+from kws import params
 from kws.common import KwsError
 
-# key -> (default, kind, lower bound); defaults are "off" so a params file without the section
-# trains exactly as before
-KEYS = {
-    "enabled": (False, bool, None),
-    "time_masks": (0, int, 0),          # masks per clip along frames
-    "time_mask_width": (0, int, 0),     # each 0..width frames wide
-    "coeff_masks": (0, int, 0),         # masks per clip along coefficients
-    "coeff_mask_width": (0, int, 0),    # each 0..width coefficients wide
-    "max_shift": (0, int, 0),           # frames, uniform in [-max_shift, max_shift], edges repeated
-    "probability": (1.0, float, 0.0),   # share of clips that are augmented at all
-    "channel_offset": (0.0, float, 0.0),  # per-clip constant added to each coefficient, x its std
-}
-
-
-def check_params(p: dict | None) -> dict:
-    """The `train.augment:` section with defaults filled in; every bad value names its key."""
-    p = dict(p or {})
-    unknown = sorted(set(p) - set(KEYS))
-    if unknown:
-        raise KwsError(f"params train.augment: unknown key {unknown[0]!r} (expected some of {', '.join(KEYS)})")
-    out = {}
-    for key, (default, kind, low) in KEYS.items():
-        v = p.get(key, default)
-        if kind is bool:
-            ok = isinstance(v, bool)
-        elif kind is int:
-            ok = isinstance(v, int) and not isinstance(v, bool) and v >= low
-        else:
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0
-        if not ok:
-            what = {bool: "true or false", int: f"an integer >= {low}", float: "a number in [0, 1]"}[kind]
-            raise KwsError(f"params train.augment.{key}: expected {what}, got {v!r}")
-        out[key] = kind(v)
-    return out
+def check_params(p: "params.Augment | dict | None") -> dict:
+    """The `train.augment:` section as a dict, checked by kws.params (defaults from the schema)."""
+    return params.section(params.Augment, p, "train.augment").model_dump()
 
 
 def _band_mask(n: int, length: int, count: int, max_width: int, gen: torch.Generator) -> torch.Tensor:

@@ -17,6 +17,7 @@ import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 from tqdm import tqdm
 
+from kws import params
 from kws.common import KwsError
 from kws.labels import LABELS, NUM_CLASSES
 from kws.qonnx_model import (InputQuant, input_only_feeds_quant, input_quant, input_shape, load_qonnx, run_batch,
@@ -26,31 +27,9 @@ LABELS_CSV = "y_labels.csv"
 PREDICTIONS_CSV = "predictions.csv"
 
 
-def check_params(p: dict | None) -> dict:
-    """The `bins:` section of params.yaml, validated; every bad value names its key."""
-    p = dict(p or {})
-    out = {
-        "split": p.get("split", "test"),
-        "num_bin_files": p.get("num_bin_files", 1000),
-        "max_accuracy_gap": p.get("max_accuracy_gap", 0.02),
-        "onnxruntime": p.get("onnxruntime", False),
-        "shuffle_seed": p.get("shuffle_seed"),
-    }
-    if not isinstance(out["split"], str) or not out["split"]:
-        raise KwsError(f"params bins.split: expected a split name, got {out['split']!r}")
-    n = out["num_bin_files"]
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise KwsError(f"params bins.num_bin_files: expected a positive integer, got {n!r}")
-    gap = out["max_accuracy_gap"]
-    if isinstance(gap, bool) or not isinstance(gap, (int, float)) or not 0 <= gap <= 1:
-        raise KwsError(f"params bins.max_accuracy_gap: expected a number in [0, 1], got {gap!r}")
-    if not isinstance(out["onnxruntime"], bool):
-        raise KwsError(f"params bins.onnxruntime: expected true or false, got {out['onnxruntime']!r}")
-    seed = out["shuffle_seed"]
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise KwsError(f"params bins.shuffle_seed: expected null or a non-negative integer, got {seed!r}")
-    out["max_accuracy_gap"] = float(gap)
-    return out
+def check_params(p: "params.Bins | dict | None") -> dict:
+    """The `bins:` section as a dict, checked by kws.params (defaults from the schema)."""
+    return params.section(params.Bins, p, "bins").model_dump()
 
 
 def sample_order(n: int, shuffle_seed: int | None) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The few helpers every stage shares: params, one-line errors, atomic outputs."""
+"""The few helpers every stage shares: one-line errors, atomic outputs, reproducible npz files."""
 from __future__ import annotations
 
 import contextlib
@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-import yaml
 
 
 class KwsError(Exception):
@@ -25,17 +24,6 @@ def check_fraction(key: str, value, *, kept: bool = False) -> float:
     if not number or not (0 < value <= 1 if kept else 0 <= value < 1):
         raise KwsError(f"params {key}: expected a number in {'(0, 1]' if kept else '[0, 1)'}, got {value!r}")
     return float(value)
-
-
-def load_params(path: str | os.PathLike = "params.yaml") -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise KwsError(f"{path}: params file not found")
-    with open(path) as f:
-        params = yaml.safe_load(f)
-    if not isinstance(params, dict):
-        raise KwsError(f"{path}: expected a mapping of params")
-    return params
 
 
 @contextlib.contextmanager

@@ -13,7 +13,8 @@ from brevitas.nn import QuantIdentity, QuantLinear, QuantReLU
 from brevitas.quant.scaled_int import Int8ActPerTensorFloat, Int8WeightPerTensorFloat, Uint8ActPerTensorFloat
 from torch import nn
 
-from kws.common import KwsError, check_fraction
+from kws import params
+from kws.common import KwsError
 from kws.labels import NUM_CLASSES
 
 MAX_BIT_WIDTH = 8
@@ -58,39 +59,24 @@ def check_bit_width(key: str, value) -> int:
     return value
 
 
-def _check_positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise KwsError(f"params model.{name}: expected a positive number, got {value!r}")
-    return float(value)
-
-
-def config_from_params(model_params: dict, input_shape: tuple[int, ...], input_scale: float) -> ModelConfig:
-    """Validate the `model:` section of params.yaml; every bad value names its key."""
-    p = dict(model_params or {})
-    hidden = p.get("hidden_layers", [256, 256, 256])
-    if not isinstance(hidden, (list, tuple)) or not hidden:
-        raise KwsError(f"params model.hidden_layers: expected a non-empty list of widths, got {hidden!r}")
-    for h in hidden:
-        if isinstance(h, bool) or not isinstance(h, int) or h < 1:
-            raise KwsError(f"params model.hidden_layers: widths must be positive integers, got {h!r}")
-    dropouts = {key: check_fraction(f"model.{key}", p.get(key, 0.1)) for key in ("dropout", "input_dropout")}
-    narrow = p.get("weight_narrow_range", True)
-    if not isinstance(narrow, bool):
-        raise KwsError(f"params model.weight_narrow_range: expected true or false, got {narrow!r}")
+def config_from_params(model_params: "params.Model | dict", input_shape: tuple[int, ...], input_scale: float) -> ModelConfig:
+    """The architecture of the `model:` params section (checked by kws.params) and the input scale."""
+    p = params.section(params.Model, model_params, "model")
     if not (isinstance(input_scale, float) and input_scale > 0 and input_scale < float("inf")):
         raise KwsError(f"input quantizer scale must be positive and finite, got {input_scale!r}")
     return ModelConfig(
         input_shape=tuple(int(s) for s in input_shape),
         input_scale=float(input_scale),
-        input_bit_width=check_bit_width("model.input_bit_width", p.get("input_bit_width", 8)),
-        hidden_layers=tuple(hidden),
-        weight_bit_width=check_bit_width("model.weight_bit_width", p.get("weight_bit_width", 3)),
-        weight_narrow_range=narrow,
-        act_bit_width=check_bit_width("model.act_bit_width", p.get("act_bit_width", 3)),
-        act_max=_check_positive("act_max", p.get("act_max", 1.0)),
-        output_bit_width=check_bit_width("model.output_bit_width", p.get("output_bit_width", 3)),
-        weight_scale_init=_check_positive("weight_scale_init", p.get("weight_scale_init", 0.1)),
-        **dropouts,
+        input_bit_width=p.input_bit_width,
+        hidden_layers=tuple(p.hidden_layers),
+        weight_bit_width=p.weight_bit_width,
+        weight_narrow_range=p.weight_narrow_range,
+        act_bit_width=p.act_bit_width,
+        act_max=float(p.act_max),
+        output_bit_width=p.output_bit_width,
+        weight_scale_init=float(p.weight_scale_init),
+        dropout=float(p.dropout),
+        input_dropout=float(p.input_dropout),
     )
 
 

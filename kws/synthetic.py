@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from kws import params
 from kws.common import KwsError, atomic_path
 from kws.labels import (ALL_WORDS, BACKGROUND_NOISE_DIR, KEYWORDS, OTHER_WORDS, SILENCE_DIR, TEST_ARCHIVE,
                         TRAIN_ARCHIVE, UNKNOWN_DIR, VALIDATION_NOISE)
@@ -88,67 +89,18 @@ FESTIVAL_VOICE_PACKAGE = {"kal_diphone": "festvox-kallpc16k", "ked_diphone": "fe
                           "us3_mbrola": "festvox-us3", "en1_mbrola": "festvox-en1"}
 INTONATIONS = ("", ".", "?", "!")  # statement / question / exclamation prosody, per take
 TAKE_JITTER = 0.06  # per-take log-uniform jitter of pitch and rate around the speaker's own
-DEFAULTS = {"engines": {"espeak": 1.0}, "pitch_range": [0.75, 1.35], "rate_range": [0.8, 1.25],
-            "formant_range": [0.9, 1.12], "intonation": True, "channel_tilt_db": [0.0, 0.0],
-            "channel_ripple_db": 0.0, "noise_floor_db": [-60.0, -40.0], "noise_floor_ripple_db": 0.0,
-            "noise_kinds": ["white_noise", "pink_noise", "brown_noise", "electric_hum", "running_tap", "babble"],
-            "other_words_per_speaker": len(OTHER_WORDS)}
 # _background_noise_/<kind>.wav; VALIDATION_NOISE's silence goes to validation, the rest to train
 NOISE_KINDS = ("white_noise", "pink_noise", "room_tone", "brown_noise", "electric_hum", "running_tap", "babble")
 BABBLE_WORDS = ("the", "and", "that", "have", "with", "this", "from", "they", "would", "there",
                 "their", "what", "about", "which", "when", "make", "like", "time", "just", "know",
                 "people", "year", "take", "them", "some", "could", "than", "then", "look", "only")
-MAX_SPEAKERS = 20000
 
 
 # ---------------------------------------------------------------- params
 
-def check_params(cfg: dict) -> dict:
-    """The `synthetic:` section with defaults filled in; every bad value names its key."""
-    cfg = {**DEFAULTS, **(cfg or {})}
-    for key in ("num_speakers", "takes_per_word", "validation_fraction", "test_fraction",
-                "noise_seconds", "test_silence_clips", "test_unknown_clips"):
-        if key not in cfg:
-            raise KwsError(f"params synthetic.{key}: missing")
-    if int(cfg["takes_per_word"]) < 1 or cfg["noise_seconds"] < 2:
-        raise KwsError("params synthetic: takes_per_word must be >= 1 and noise_seconds >= 2")
-    engines = cfg["engines"]
-    if not isinstance(engines, dict) or not engines:
-        raise KwsError(f"params synthetic.engines: expected a mapping engine -> share, got {engines!r}")
-    for name, share in engines.items():
-        if name not in ENGINE_VOICES:
-            raise KwsError(f"params synthetic.engines: unknown engine {name!r} (expected some of {', '.join(ENGINE_VOICES)})")
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or not share >= 0:
-            raise KwsError(f"params synthetic.engines.{name}: expected a share >= 0, got {share!r}")
-    if not sum(engines.values()) > 0:
-        raise KwsError("params synthetic.engines: all shares are 0")
-    for key in ("pitch_range", "rate_range", "formant_range"):
-        r = cfg[key]
-        if not (isinstance(r, (list, tuple)) and len(r) == 2 and all(isinstance(v, (int, float)) for v in r)
-                and 0.5 <= r[0] <= r[1] <= 2.0):
-            raise KwsError(f"params synthetic.{key}: expected [low, high] with 0.5 <= low <= high <= 2, got {r!r}")
-    for key, lo, hi in (("channel_tilt_db", -12, 12), ("noise_floor_db", -120, 0)):
-        r = cfg[key]
-        if not (isinstance(r, (list, tuple)) and len(r) == 2 and all(isinstance(v, (int, float)) for v in r)
-                and lo <= r[0] <= r[1] <= hi):
-            raise KwsError(f"params synthetic.{key}: expected [low, high] with {lo} <= low <= high <= {hi}, got {r!r}")
-    for key in ("channel_ripple_db", "noise_floor_ripple_db"):
-        r = cfg[key]
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r <= 12:
-            raise KwsError(f"params synthetic.{key}: expected a number in [0, 12], got {r!r}")
-    kinds = cfg["noise_kinds"]
-    if not (isinstance(kinds, (list, tuple)) and kinds and all(k in NOISE_KINDS for k in kinds)
-            and len(set(kinds)) == len(kinds)):
-        raise KwsError(f"params synthetic.noise_kinds: expected distinct names out of {', '.join(NOISE_KINDS)}, got {kinds!r}")
-    needed = VALIDATION_NOISE.removesuffix(".wav")
-    if needed not in kinds:
-        raise KwsError(f"params synthetic.noise_kinds: {needed} is needed (the validation split's silence is cut from it)")
-    k = cfg["other_words_per_speaker"]
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(OTHER_WORDS):
-        raise KwsError(f"params synthetic.other_words_per_speaker: expected an integer in [1, {len(OTHER_WORDS)}], got {k!r}")
-    if not isinstance(cfg["intonation"], bool):
-        raise KwsError(f"params synthetic.intonation: expected true or false, got {cfg['intonation']!r}")
-    return cfg
+def check_params(cfg: "params.Synthetic | dict | None") -> dict:
+    """The `synthetic:` section as a dict, checked by kws.params (defaults from the schema)."""
+    return params.section(params.Synthetic, cfg, "synthetic").model_dump()
 
 
 # ---------------------------------------------------------------- speakers
@@ -188,8 +140,6 @@ def select_speakers(cfg: dict, seed: int) -> dict[str, Speaker]:
     """A deterministic set of speakers: id -> Speaker. Voices of an engine are used in turn (in
     a seeded order) so each gets its share; the continuous knobs are drawn per speaker."""
     n = cfg["num_speakers"]
-    if isinstance(n, bool) or not isinstance(n, int) or not 3 <= n <= MAX_SPEAKERS:
-        raise KwsError(f"params synthetic.num_speakers: {n!r} must be an integer in [3, {MAX_SPEAKERS}]")
     chosen = {}
     for engine, count in engine_counts(cfg["engines"], n).items():
         voices = sorted(ENGINE_VOICES[engine])

@@ -4,7 +4,8 @@ import argparse
 import os
 from pathlib import Path
 
-from kws.common import load_params, run_cli
+from kws.common import run_cli
+from kws.params import load_params
 
 
 def main() -> None:

@@ -14,7 +14,8 @@ import json
 import tempfile
 import time
 
-from kws.common import KwsError, atomic_path, load_params, run_cli
+from kws.common import KwsError, atomic_path, run_cli
+from kws.params import load_params
 
 
 def parse_args() -> argparse.Namespace:

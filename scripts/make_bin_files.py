@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 
 from kws import bins
-from kws.common import KwsError, atomic_path, load_params, run_cli
+from kws.common import KwsError, atomic_path, run_cli
+from kws.params import load_params
 from kws.labels import NUM_CLASSES
 
 

@@ -2,7 +2,8 @@
 import argparse
 import json
 
-from kws.common import KwsError, load_params, run_cli
+from kws.common import KwsError, run_cli
+from kws.params import load_params
 from kws.dataset import make_dataset
 
 

@@ -2,7 +2,8 @@
 import argparse
 import json
 
-from kws.common import load_params, run_cli
+from kws.common import run_cli
+from kws.params import load_params
 from kws.features import FeatureConfig, make_features
 
 

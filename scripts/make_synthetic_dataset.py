@@ -4,7 +4,8 @@ import argparse
 import json
 import time
 
-from kws.common import load_params, run_cli
+from kws.common import run_cli
+from kws.params import load_params
 from kws.synthetic import build_corpus, write_unused
 
 

@@ -8,7 +8,8 @@ from kws.kernels import cap_cpu_kernels
 
 cap_cpu_kernels()  # before anything imports torch
 
-from kws.common import load_params, run_cli
+from kws.common import run_cli
+from kws.params import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,10 +14,11 @@ def _batch(n=64, coeffs=10, frames=49, seed=0):
     return torch.randn(n, 1, coeffs, frames, generator=g) * 5 + torch.arange(coeffs).view(1, 1, -1, 1)
 
 
-def test_off_by_default_is_identity():
+def test_defaults_are_params_yaml_and_off_is_identity():
+    from kws.params import Augment
+    assert augment.check_params(None) == Augment().model_dump()  # the schema's defaults: params.yaml's
     x = _batch()
-    cfg = augment.check_params(None)
-    assert cfg["enabled"] is False
+    cfg = augment.check_params({"enabled": False})
     assert augment.augment(x, cfg, torch.Generator().manual_seed(0)) is x
 
 

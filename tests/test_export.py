@@ -12,7 +12,8 @@ import torch
 from onnx import numpy_helper
 
 from kws import train as T
-from kws.common import KwsError, load_params
+from kws.common import KwsError
+from kws.params import load_params
 from kws.export import (ROUNDING_MARGIN, compare, export_checked, logits_and_rounding_margins, model_from_state,
                         run_export)
 from kws.model import ModelConfig, build_model

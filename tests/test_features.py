@@ -64,7 +64,9 @@ def test_features_match_independent_tf_signal(feature_type):
     assert np.abs(x - ref).max() <= 1e-5
     assert np.abs(ref).max() > 0.1  # the comparison is not between two near-zero arrays
     one_batch = extract(audio, length, FeatureConfig(feature_type=feature_type, batch_size=64), progress=False)
-    assert np.abs(x - one_batch).max() <= 1e-6  # batching is for speed only
+    # batching is for speed: the mel projection is one GEMM over the batch's frames, whose blocking (and so the
+    # order of its sums) the CPU's GEMM picks by size; an AMD EPYC (AVX2) gave 2 float32 ulps at |x| ~ 10
+    np.testing.assert_allclose(x, one_batch, rtol=1e-6, atol=1e-6)
 
 
 def test_time_shift_is_the_reference_identity():
@@ -201,7 +203,7 @@ def test_train_copies_are_fresh_noise_draws_of_the_same_clips(tmp_path):
         assert (tmp_path / "c1" / f"{split}.npz").read_bytes() == (tmp_path / "c3" / f"{split}.npz").read_bytes()
     bad = write_params(tmp_path / "bad.yaml", train_copies=0)
     r = run_script("--params", bad, "--dataset", data, "--out", tmp_path / "bad")
-    assert r.returncode == 1 and r.stderr.strip() == "error: features.train_copies: expected an integer >= 1, got 0"
+    assert r.returncode == 1 and r.stderr.strip() == "error: params features.train_copies: expected more than 0, got 0"
     assert not (tmp_path / "bad").exists()
 
 

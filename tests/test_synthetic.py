@@ -17,7 +17,7 @@ from kws.labels import (ALL_WORDS, BACKGROUND_NOISE_DIR, KEYWORDS, OTHER_WORDS, 
                         TRAIN_ARCHIVE, UNKNOWN_DIR)
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {"num_speakers": 7, "takes_per_word": 2, "validation_fraction": 0.2, "test_fraction": 0.2,
+TINY = {"num_speakers": 7, "other_words_per_speaker": 25, "takes_per_word": 2, "validation_fraction": 0.2, "test_fraction": 0.2,
         "noise_seconds": 3, "test_silence_clips": 7, "test_unknown_clips": 5,
         "engines": {"espeak": 1, "flite": 1, "festival": 1, "mbrola": 1, "mbrola_accented": 1, "pico": 1, "rhvoice": 1},
         # one speaker each

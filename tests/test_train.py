@@ -13,7 +13,8 @@ import yaml
 from brevitas.nn import QuantLinear
 
 from kws import train as T
-from kws.common import KwsError, load_params
+from kws.common import KwsError
+from kws.params import load_params
 from kws.kernels import KERNEL_CAPS
 
 REPO = Path(__file__).resolve().parents[1]
