@@ -138,6 +138,9 @@ class Searcher(Section):
     name: Literal["single", "grid", "random", "adaptive_asha"] = "single"
     metric: str = "val_accuracy"
     smaller_is_better: bool = False
+    max_trials: int | None = None  # random, adaptive_asha: trials (null: the sweep grid's size); ranges: kws.expconf
+    max_time: int | None = None    # adaptive_asha: in time_metric units (null: train.epochs)
+    time_metric: str | None = None         # adaptive_asha (null: epochs)
 
 
 class Train(Section):

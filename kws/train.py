@@ -556,7 +556,7 @@ def experiment_config(params: dict, name: str = "kws-finn-mlp") -> dict:
             raise KwsError(f"params train.sweep: '{dotted}' must name an existing key and give a non-empty list")
         target[leaf] = {"type": "categorical", "vals": vals}
     searcher = dict(DEFAULT_SEARCHER)
-    searcher.update(train_p.get("searcher") or {})
+    searcher.update({k: v for k, v in (train_p.get("searcher") or {}).items() if v is not None})  # null: the default
     _complete_searcher(searcher, sweep, train_p.get("epochs"))
     return {
         "name": name,

@@ -15,7 +15,8 @@ import yaml
 from conftest import REPO, find_det_schemas
 from kws import expconf
 from kws import train as T
-from kws.common import KwsError, load_params
+from kws.common import KwsError
+from kws.params import load_params
 
 PARAMS = load_params(REPO / "params.yaml")
 TEMPLATE = REPO / "kws_tf_template_finn.yaml"
