@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DVC := $(VENV)/bin/dvc
 # DVC stages run `python ...`: the venv's
-export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 DEBIAN_PACKAGES := espeak-ng ffmpeg flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
   festvox-rablpc16k mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 festvox-us1 festvox-us2 \
   festvox-us3 festvox-en1 libttspico-utils rhvoice rhvoice-english \
@@ -15,7 +15,7 @@ APT_CONTRIB_NON_FREE := /etc/apt/sources.list.d/kws-contrib-non-free.sources
 # torch==2.13.0+cpu comes from PyTorch's CPU index, unless pip's configured wheel folder has it
 TORCH_INDEX ?= $(if $(wildcard /opt/wheels/torch-2.13.0+cpu*),,https://download.pytorch.org/whl/cpu)
 
-.PHONY: setup debian-packages repro bins sweep test bench hls4ml-check real-speech-check lock clean
+.PHONY: setup debian-packages repro repro-real bins sweep test bench hls4ml-check real-speech-check lock clean
 
 setup: debian-packages $(VENV)/.installed
 
@@ -50,6 +50,16 @@ lock: $(VENV)/.installed
 
 repro: setup
 	$(DVC) repro
+
+# The real corpus with the FINN submission's recipe (recipes/real_corpus.yaml) as one DVC experiment.
+# DATA: the folder holding the two official archives; EXTRA: more `dvc exp run` options.
+REAL_ARCHIVES := speech_commands_v0.02.tar.gz speech_commands_test_set_v0.02.tar.gz
+repro-real: setup
+	@test -n "$(DATA)" || { echo "usage: make repro-real DATA=<folder holding $(REAL_ARCHIVES)>"; exit 2; }
+	@for f in $(REAL_ARCHIVES); do test -f "$(DATA)/$$f" || { echo "$(DATA)/$$f: not found (DATA must hold $(REAL_ARCHIVES))"; exit 1; }; done
+	recipe="$$($(PY) -m scripts.overrides recipes/real_corpus.yaml)" && \
+	$(DVC) exp run $$recipe -S dataset.source=local -S "dataset.local_dir=$(abspath $(DATA))/speech_commands_v0.02.tar.gz" \
+	  -S "dataset.local_test_dir=$(abspath $(DATA))/speech_commands_test_set_v0.02.tar.gz" $(EXTRA)
 
 bins: setup
 	$(DVC) repro bins
