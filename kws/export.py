@@ -8,6 +8,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
@@ -108,10 +109,40 @@ def compare(qonnx_model, reference: nn.Module, x: np.ndarray, atol: float) -> di
             "rounding_flips": int(off.sum()), "max_rounding_flip_logit_diff": float(sample_diff[off].max(initial=0.0))}
 
 
+# FINN's latest release, v0.10.1, runs models with onnx 1.13.0 (ai.onnx opset <= 18, IR version
+# <= 8: its checker rejects IR 9) and onnxruntime 1.16.1 (opset <= 19, IR <= 9); FINN's dev branch
+# pins onnxruntime 1.18.1 (opset <= 20). torch stamps an export at opset 19 with IR 9, at 20 with
+# IR 9 (which FINN's release cannot run), so the opset is a param and the written file is checked.
+# Opsets 11 (the FINN submission's) to 18 export the same nodes and weights (BatchNormalization
+# gains training_mode=0 from 14 on) and all pass FINN v0.10.1's front end (docs/finn.md).
+FINN_RELEASE_RUNTIME = "FINN v0.10.1's runtime (onnx 1.13.0, onnxruntime 1.16.1)"
+MAX_OPSET, MAX_IR_VERSION = 18, 8
+MIN_OPSET = 11
+DEFAULT_OPSET = 18
+
+
+def check_runtime_compatible(path: str | os.PathLike, opset: int | None = None, name=None) -> tuple[int, int]:
+    """(ai.onnx opset, IR version) of the ONNX file at `path`; KwsError (naming `name`, default
+    `path`) unless FINN's release runtime can load it and, given `opset`, it is stamped at it."""
+    proto = onnx.load(os.fspath(path), load_external_data=False)
+    path = path if name is None else name
+    stamped = [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")]
+    if len(stamped) != 1:
+        raise KwsError(f"{path}: expected one ai.onnx opset import, found {len(stamped)}")
+    got, ir = stamped[0], proto.ir_version
+    if got > MAX_OPSET or ir > MAX_IR_VERSION:
+        raise KwsError(f"{path}: ai.onnx opset {got}, IR version {ir}: {FINN_RELEASE_RUNTIME} loads opset "
+                       f"<= {MAX_OPSET} and IR version <= {MAX_IR_VERSION}")
+    if opset is not None and got != opset:
+        raise KwsError(f"{path}: exported at ai.onnx opset {got}, not params export.opset {opset}")
+    return got, ir
+
+
 def export_checked(model: nn.Module, out_path: str | os.PathLike, x_check: np.ndarray, atol: float,
-                   reference: nn.Module | None = None):
-    """brevitas -> QONNX (cleaned up) at out_path, only if it matches `reference` (default: the
-    exported model itself) on x_check. Returns (qonnx ModelWrapper, check stats)."""
+                   reference: nn.Module | None = None, opset: int = DEFAULT_OPSET):
+    """brevitas -> QONNX (cleaned up) at out_path, stamped at ai.onnx `opset`, only if it matches
+    `reference` (default: the exported model itself) on x_check and FINN's release runtime can
+    load the written file. Returns (qonnx ModelWrapper, check stats)."""
     from brevitas.export import export_qonnx
 
     model = model.eval()
@@ -120,26 +151,34 @@ def export_checked(model: nn.Module, out_path: str | os.PathLike, x_check: np.nd
         raw = Path(tmp) / "raw.onnx"
         # TorchScript exporter: Flatten/MatMul/BatchNormalization like FINN's own KWS export
         # (the dynamo exporter fuses to Gemm)
-        export_qonnx(model, input_t=torch.zeros(input_shape), export_path=os.fspath(raw), dynamo=False)
+        export_qonnx(model, input_t=torch.zeros(input_shape), export_path=os.fspath(raw), dynamo=False,
+                     opset_version=opset)
         qmodel = load_qonnx(raw)
     stats = compare(qmodel, reference if reference is not None else model, x_check, atol)
     with atomic_path(out_path) as tmp_out:
         qmodel.save(os.fspath(tmp_out))
+        try:
+            stats["opset"], stats["ir_version"] = check_runtime_compatible(tmp_out, opset, name=out_path)
+        except KwsError as e:
+            raise KwsError(f"{e}; nothing written") from None
     return qmodel, stats
 
 
-def check_export_params(p: dict | None) -> tuple[int, float]:
+def check_export_params(p: dict | None) -> tuple[int, float, int]:
     p = dict(p or {})
-    n, atol = p.get("check_samples", 512), p.get("atol", 1e-4)
+    n, atol, opset = p.get("check_samples", 512), p.get("atol", 1e-4), p.get("opset", DEFAULT_OPSET)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise KwsError(f"params export.check_samples: expected a positive integer, got {n!r}")
     if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not atol >= 0:
         raise KwsError(f"params export.atol: expected a non-negative number, got {atol!r}")
-    return n, float(atol)
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise KwsError(f"params export.opset: expected an integer from {MIN_OPSET} to {MAX_OPSET} "
+                       f"({FINN_RELEASE_RUNTIME} loads ai.onnx opset <= {MAX_OPSET}), got {opset!r}")
+    return n, float(atol), opset
 
 
 def run_export(params: dict, features_dir, out_path, metrics_path, ckpt_dir=None, experiment_file=None) -> dict:
-    n_check, atol = check_export_params(params.get("export"))
+    n_check, atol, opset = check_export_params(params.get("export"))
     if experiment_file is not None:
         with tempfile.TemporaryDirectory() as tmp:
             state, source = download_experiment_state(experiment_file, tmp)
@@ -151,7 +190,7 @@ def run_export(params: dict, features_dir, out_path, metrics_path, ckpt_dir=None
         raise KwsError(f"{features_dir}: features of model shape {tuple(data.x['validation'].shape[1:])} "
                        f"do not fit the checkpoint's input {cfg.input_shape}")
     x_check = data.x["validation"][:n_check].numpy()
-    qmodel, stats = export_checked(model, out_path, x_check, atol)
+    qmodel, stats = export_checked(model, out_path, x_check, atol, opset=opset)
     x_test, y_test = data.x["test"].numpy(), data.y["test"].numpy()
     test_acc = float(np.mean(run_batch(qmodel, x_test).argmax(1) == y_test))
     metrics = {**stats, "qonnx_test_accuracy": test_acc, "num_test": len(y_test),
