@@ -8,13 +8,13 @@ from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 from torch import nn
 
 from kws.common import KwsError, atomic_path
 from kws.model import ModelConfig, build_model, config_from_params
-from kws.qonnx_model import load_qonnx, run_batch
+from kws.qonnx_model import (DEFAULT_OPSET, FINN_RELEASE_RUNTIME, MAX_IR_VERSION, MAX_OPSET, MIN_OPSET,  # noqa: F401
+                             check_runtime_compatible, load_qonnx, run_batch)
 from kws.train import download_experiment_state, latest_local_state, load_features
 
 
@@ -107,35 +107,6 @@ def compare(qonnx_model, reference: nn.Module, x: np.ndarray, atol: float) -> di
     return {"check_samples": len(x), "max_abs_logit_diff": float(sample_diff[~off].max(initial=0.0)),
             "argmax_agreement": agree, "ties_decided_by_rounding": int(np.sum(differs & tied)),
             "rounding_flips": int(off.sum()), "max_rounding_flip_logit_diff": float(sample_diff[off].max(initial=0.0))}
-
-
-# FINN's latest release, v0.10.1, runs models with onnx 1.13.0 (ai.onnx opset <= 18, IR version
-# <= 8: its checker rejects IR 9) and onnxruntime 1.16.1 (opset <= 19, IR <= 9); FINN's dev branch
-# pins onnxruntime 1.18.1 (opset <= 20). torch stamps an export at opset 19 with IR 9, at 20 with
-# IR 9 (which FINN's release cannot run), so the opset is a param and the written file is checked.
-# Opsets 11 (the FINN submission's) to 18 export the same nodes and weights (BatchNormalization
-# gains training_mode=0 from 14 on) and all pass FINN v0.10.1's front end (docs/finn.md).
-FINN_RELEASE_RUNTIME = "FINN v0.10.1's runtime (onnx 1.13.0, onnxruntime 1.16.1)"
-MAX_OPSET, MAX_IR_VERSION = 18, 8
-MIN_OPSET = 11
-DEFAULT_OPSET = 18
-
-
-def check_runtime_compatible(path: str | os.PathLike, opset: int | None = None, name=None) -> tuple[int, int]:
-    """(ai.onnx opset, IR version) of the ONNX file at `path`; KwsError (naming `name`, default
-    `path`) unless FINN's release runtime can load it and, given `opset`, it is stamped at it."""
-    proto = onnx.load(os.fspath(path), load_external_data=False)
-    path = path if name is None else name
-    stamped = [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")]
-    if len(stamped) != 1:
-        raise KwsError(f"{path}: expected one ai.onnx opset import, found {len(stamped)}")
-    got, ir = stamped[0], proto.ir_version
-    if got > MAX_OPSET or ir > MAX_IR_VERSION:
-        raise KwsError(f"{path}: ai.onnx opset {got}, IR version {ir}: {FINN_RELEASE_RUNTIME} loads opset "
-                       f"<= {MAX_OPSET} and IR version <= {MAX_IR_VERSION}")
-    if opset is not None and got != opset:
-        raise KwsError(f"{path}: exported at ai.onnx opset {got}, not params export.opset {opset}")
-    return got, ir
 
 
 def export_checked(model: nn.Module, out_path: str | os.PathLike, x_check: np.ndarray, atol: float,
