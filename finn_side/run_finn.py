@@ -6,7 +6,7 @@ without Vitis HLS on the given inputs. Driven by kws/finn_check.py, which compar
       --board Pynq-Z2 --fpga_part xc7z020clg400-1 --clk_ns 10 --target_fps 100000
 
 FINN itself comes from PYTHONPATH (a FINN checkout's src/). Writes to DIR:
-  result.json        versions, per step: seconds and whether its graph was executed; FINN's reports
+  result.json        versions, per step whether its graph was executed; FINN's reports
   logits.npz         logits per executed graph, plus `original` (the input model under qonnx here)
   intermediate_models/<step>.onnx   each step's output, where FINN's build_dataflow looks for them
                      (start_step="step_hw_codegen" with output_dir=DIR continues the build)
@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import sys
-import time
 import traceback
 from pathlib import Path
 
@@ -83,7 +82,7 @@ def needs_hls(model: ModelWrapper) -> str | None:
                 return inner
         elif node.domain.startswith("finn.custom_op.fpgadataflow"):
             if isinstance(getCustomOp(node), (HLSBackend, RTLBackend)):
-                return f"{node.name} ({node.op_type})"
+                return f"{node.name or '<unnamed>'} ({node.op_type})"
     return None
 
 
@@ -190,13 +189,11 @@ def main() -> None:
     logits = {"original": run_graph(cleanup_model(model), x, out / "batched")}
     steps, parent = [], None
     for name in STEPS:
-        start = time.perf_counter()
         try:
             model = getattr(finn_steps, name)(model, cfg)
         except Exception as e:
             why = " ".join(f"{type(e).__name__}: {e}".split())
             raise StepFailed(f"FINN {name} failed at {failing_node(e.__traceback__)}: {why}") from None
-        seconds = time.perf_counter() - start
         step_path = out / "intermediate_models" / f"{name}.onnx"
         model.save(os.fspath(step_path))
         if name == "step_create_dataflow_partition":  # FINN saves the parent graph there
@@ -210,7 +207,7 @@ def main() -> None:
                 why = " ".join(f"{type(e).__name__}: {e}".split())
                 raise StepFailed(f"FINN graph after {name} failed to execute at {failing_node(e.__traceback__)}: "
                                  f"{why}") from None
-        steps.append({"step": name, "seconds": round(seconds, 3), "executed": blocker is None,
+        steps.append({"step": name, "executed": blocker is None,
                       **({"needs_vitis_hls": blocker} if blocker else {})})
 
     reports = {f.stem: json.loads(f.read_text()) for f in sorted((out / "report").glob("*.json"))}
