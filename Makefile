@@ -71,6 +71,8 @@ hls4ml-check: setup
 # scripts/finn_check.py finds ../shared/fixtures/finn_v0.10.1 (docs/finn.md). No Vivado/Vitis.
 FINN_VENV := .venv-finn
 FINN_PY := $(FINN_VENV)/bin/python
+# for DVC experiments too, which run in temporary copies of the repo without the venv
+export FINN_PYTHON ?= $(CURDIR)/$(FINN_PY)
 finn-venv: $(FINN_VENV)/.installed
 
 $(FINN_VENV)/.installed: requirements-finn.txt

@@ -187,15 +187,61 @@ def write_json(path, data: dict) -> None:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def read_estimates(metrics_path) -> dict | None:
-    """FINN's estimates from a metrics/finn.json (for the sweep table): LUT, BRAM_18K,
-    estimated_throughput_fps and max_cycles, or None if the check was off or the file is missing
-    or unreadable (an experiment run before the FINN stage existed)."""
-    try:
-        data = json.loads(Path(metrics_path).read_text())
-    except (OSError, ValueError):
-        return None
+# For the sweep table (scripts/compare_experiments.py): column -> metrics/finn.json key
+SWEEP_COLUMNS = {"FINN LUT": "LUT", "FINN BRAM_18K": "BRAM_18K", "FINN frames/s": "estimated_throughput_fps"}
+
+
+def estimates(data) -> dict | None:
+    """{column: value} of SWEEP_COLUMNS from the content of a metrics/finn.json (as `dvc exp show
+    --json` gives it, or loaded from the file); None when the check was off or is missing (an
+    experiment run before the FINN stage existed, or with finn.enabled false)."""
     if not isinstance(data, dict) or not data.get("enabled"):
         return None
-    keys = ("LUT", "BRAM_18K", "estimated_throughput_fps", "max_cycles")
-    return {k: data.get(k) for k in keys}
+    return {column: data.get(key) for column, key in SWEEP_COLUMNS.items()}
+
+
+def read_estimates(metrics_path) -> dict | None:
+    """estimates() of a metrics/finn.json file; None if it is missing or unreadable."""
+    try:
+        return estimates(json.loads(Path(metrics_path).read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def pareto_front(luts, accuracies) -> list[int]:
+    """Indices of the points no other point beats: none has fewer or equal LUTs and a higher or
+    equal accuracy with at least one strictly better. Sorted by LUTs."""
+    points = list(zip(luts, accuracies))
+    front = [i for i, (lut, acc) in enumerate(points)
+             if not any(l2 <= lut and a2 >= acc and (l2, a2) != (lut, acc) for l2, a2 in points)]
+    return sorted(front, key=lambda i: points[i])
+
+
+def plot_pareto(names, luts, accuracies, path, accuracy_label: str = "accuracy on the BIN files") -> None:
+    """PNG of accuracy against FINN's estimated LUTs, one labelled point per experiment, the
+    Pareto front joined. Points without an estimate (None) are left out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kept = [(n, lut, a) for n, lut, a in zip(names, luts, accuracies) if lut is not None and a is not None]
+    if not kept:
+        raise KwsError(f"{path}: no experiment has both FINN's LUT estimate and an accuracy (finn.enabled?)")
+    names, luts, accuracies = zip(*kept)
+    front = pareto_front(luts, accuracies)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    ax.scatter(luts, accuracies, color="tab:gray", zorder=2)
+    ax.plot([luts[i] for i in front], [accuracies[i] for i in front], "o-", color="tab:blue",
+            label="Pareto front", zorder=3)
+    for name, lut, acc in kept:
+        ax.annotate(name, (lut, acc), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("FINN estimated LUTs (Pynq-Z2)")
+    ax.set_ylabel(accuracy_label)
+    ax.margins(x=0.12, y=0.08)  # room for the labels
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, metadata={"Software": None})
+    plt.close(fig)

@@ -237,12 +237,22 @@ def test_compare_counts_exact_ties_not_as_disagreements():
     assert (c["agree"], c["ties"], c["ties_deciding"], c["disagreeing"]) == (1, 2, 1, [2, 3])
 
 
-def test_read_estimates(tmp_path):
+def test_estimates_for_the_sweep_table(tmp_path):
     path = tmp_path / "finn.json"
     assert F.read_estimates(path) is None
     path.write_text('{"enabled": false}')
     assert F.read_estimates(path) is None
     path.write_text(json.dumps({"enabled": True, "LUT": 16406.0, "BRAM_18K": 50.0, "max_cycles": 784,
                                 "estimated_throughput_fps": 127551.0, "DSP": 0}))
-    assert F.read_estimates(path) == {"LUT": 16406.0, "BRAM_18K": 50.0, "estimated_throughput_fps": 127551.0,
-                                      "max_cycles": 784}
+    assert F.read_estimates(path) == {"FINN LUT": 16406.0, "FINN BRAM_18K": 50.0, "FINN frames/s": 127551.0}
+    assert F.estimates(None) is None
+
+
+def test_pareto_front_and_plot(tmp_path):
+    luts = [16406, 9000, 30000, 9000, 12000, None]
+    acc = [0.95, 0.90, 0.96, 0.85, 0.89, 0.99]
+    assert F.pareto_front(luts[:5], acc[:5]) == [1, 0, 2]  # 3 and 4 are beaten by 1
+    F.plot_pareto(["a", "b", "c", "d", "e", "no FINN"], luts, acc, tmp_path / "pareto.png")
+    assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(KwsError, match="no experiment has both"):
+        F.plot_pareto(["x"], [None], [0.9], tmp_path / "none.png")
