@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import traceback
+from importlib.metadata import version
 from pathlib import Path
 
 import standins
@@ -186,7 +187,12 @@ def main() -> None:
     cfg = build_config(args, out)
     x = np.load(args.inputs)
     model = ModelWrapper(args.model)
-    logits = {"original": run_graph(cleanup_model(model), x, out / "batched")}
+    try:  # the model as written, under FINN's release runtime
+        logits = {"original": run_graph(cleanup_model(model), x, out / "batched")}
+    except Exception as e:
+        why = " ".join(f"{type(e).__name__}: {e}".split())
+        raise StepFailed(f"{args.model}: qonnx {version('qonnx')} cannot execute it at "
+                         f"{failing_node(e.__traceback__)}: {why}") from None
     steps, parent = [], None
     for name in STEPS:
         try:
@@ -211,8 +217,6 @@ def main() -> None:
                       **({"needs_vitis_hls": blocker} if blocker else {})})
 
     reports = {f.stem: json.loads(f.read_text()) for f in sorted((out / "report").glob("*.json"))}
-    from importlib.metadata import version
-
     versions = {pkg: version(pkg) for pkg in ("qonnx", "onnx", "onnxruntime", "numpy")}
     versions["python"] = sys.version.split()[0]
     np.savez(out / "logits.npz", **logits)
