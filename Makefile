@@ -15,7 +15,7 @@ APT_CONTRIB_NON_FREE := /etc/apt/sources.list.d/kws-contrib-non-free.sources
 # torch==2.13.0+cpu comes from PyTorch's CPU index, unless pip's configured wheel folder has it
 TORCH_INDEX ?= $(if $(wildcard /opt/wheels/torch-2.13.0+cpu*),,https://download.pytorch.org/whl/cpu)
 
-.PHONY: setup debian-packages repro repro-real bins sweep test bench hls4ml-check real-speech-check lock clean
+.PHONY: setup debian-packages repro repro-real bins sweep test bench hls4ml-check finn-venv finn-check real-speech-check lock clean
 
 setup: debian-packages $(VENV)/.installed
 
@@ -76,17 +76,40 @@ hls4ml-check: setup
 	$(DVC) repro bins
 	$(PY) scripts/hls4ml_check.py --params params.yaml --enabled true --model training_checkpoint/QONNX_model.onnx --bin_file_path kws_bin_files --metrics metrics/hls4ml.json
 
+# FINN's own front end (release v0.10.1) and its resource estimates on the exported model, in a
+# venv of its own (FINN's pins conflict with the project's). FINN_ROOT: a FINN checkout; unset,
+# scripts/finn_check.py finds ../shared/fixtures/finn_v0.10.1 (docs/finn.md). No Vivado/Vitis.
+FINN_VENV := .venv-finn
+FINN_PY := $(FINN_VENV)/bin/python
+# for DVC experiments too, which run in temporary copies of the repo without the venv
+export FINN_PYTHON ?= $(CURDIR)/$(FINN_PY)
+finn-venv: $(FINN_VENV)/.installed
+
+$(FINN_VENV)/.installed: requirements-finn.txt
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(FINN_PY) || $(PYTHON) -m venv $(FINN_VENV)
+	$(FINN_PY) -m pip install -q -r requirements-finn.txt
+	$(FINN_PY) -m pip check
+	touch $@
+
+# the model and BIN files of the current params (pre-built ones pulled where nothing changed)
+finn-check: setup finn-venv
+	$(DVC) repro --allow-missing bins
+	test -f training_checkpoint/QONNX_model.onnx -a -f kws_bin_files/y_labels.csv || $(DVC) pull export bins
+	$(PY) scripts/finn_check.py --params params.yaml --enabled true --model training_checkpoint/QONNX_model.onnx --bin_file_path kws_bin_files --metrics metrics/finn.json --layers reports/finn_layers.json $(if $(FINN_ROOT),--finn_root $(FINN_ROOT))
+
 # The exported model on 200 real Speech Commands clips (the FINN fixture's BIN files).
 FINN_FIXTURE ?= $(or $(KWS_FINN_FIXTURE),../shared/fixtures/finn_kws_w3a3)
 real-speech-check: setup
 	$(DVC) repro export
 	$(PY) scripts/check_real_speech.py --bin_dir $(FINN_FIXTURE)/kws_bin_files --fixture_model $(FINN_FIXTURE)/QONNX_model.onnx
 
-test: setup
+# the FINN venv too: tests/test_finn_check.py runs FINN in it
+test: setup finn-venv
 	$(PY) -m pytest -q
 
 bench: setup
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(FINN_VENV) .pytest_cache

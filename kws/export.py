@@ -11,9 +11,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from kws import params
 from kws.common import KwsError, atomic_path
 from kws.model import ModelConfig, build_model, config_from_params
-from kws.qonnx_model import load_qonnx, run_batch
+from kws.qonnx_model import (DEFAULT_OPSET, FINN_RELEASE_RUNTIME, MAX_IR_VERSION, MAX_OPSET, MIN_OPSET,  # noqa: F401
+                             check_runtime_compatible, load_qonnx, run_batch)
 from kws.train import download_experiment_state, latest_local_state, load_features
 
 
@@ -109,9 +111,10 @@ def compare(qonnx_model, reference: nn.Module, x: np.ndarray, atol: float) -> di
 
 
 def export_checked(model: nn.Module, out_path: str | os.PathLike, x_check: np.ndarray, atol: float,
-                   reference: nn.Module | None = None):
-    """brevitas -> QONNX (cleaned up) at out_path, only if it matches `reference` (default: the
-    exported model itself) on x_check. Returns (qonnx ModelWrapper, check stats)."""
+                   reference: nn.Module | None = None, opset: int = DEFAULT_OPSET):
+    """brevitas -> QONNX (cleaned up) at out_path, stamped at ai.onnx `opset`, only if it matches
+    `reference` (default: the exported model itself) on x_check and FINN's release runtime can
+    load the written file. Returns (qonnx ModelWrapper, check stats)."""
     from brevitas.export import export_qonnx
 
     model = model.eval()
@@ -120,26 +123,27 @@ def export_checked(model: nn.Module, out_path: str | os.PathLike, x_check: np.nd
         raw = Path(tmp) / "raw.onnx"
         # TorchScript exporter: Flatten/MatMul/BatchNormalization like FINN's own KWS export
         # (the dynamo exporter fuses to Gemm)
-        export_qonnx(model, input_t=torch.zeros(input_shape), export_path=os.fspath(raw), dynamo=False)
+        export_qonnx(model, input_t=torch.zeros(input_shape), export_path=os.fspath(raw), dynamo=False,
+                     opset_version=opset)
         qmodel = load_qonnx(raw)
     stats = compare(qmodel, reference if reference is not None else model, x_check, atol)
     with atomic_path(out_path) as tmp_out:
         qmodel.save(os.fspath(tmp_out))
+        try:
+            stats["opset"], stats["ir_version"] = check_runtime_compatible(tmp_out, opset, name=out_path)
+        except KwsError as e:
+            raise KwsError(f"{e}; nothing written") from None
     return qmodel, stats
 
 
-def check_export_params(p: dict | None) -> tuple[int, float]:
-    p = dict(p or {})
-    n, atol = p.get("check_samples", 512), p.get("atol", 1e-4)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise KwsError(f"params export.check_samples: expected a positive integer, got {n!r}")
-    if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not atol >= 0:
-        raise KwsError(f"params export.atol: expected a non-negative number, got {atol!r}")
-    return n, float(atol)
+def check_export_params(p: "params.Export | dict | None") -> tuple[int, float, int]:
+    """(check_samples, atol, opset) of the `export:` section, checked by kws.params."""
+    e = params.section(params.Export, p, "export")
+    return e.check_samples, float(e.atol), e.opset
 
 
 def run_export(params: dict, features_dir, out_path, metrics_path, ckpt_dir=None, experiment_file=None) -> dict:
-    n_check, atol = check_export_params(params.get("export"))
+    n_check, atol, opset = check_export_params(params.get("export"))
     if experiment_file is not None:
         with tempfile.TemporaryDirectory() as tmp:
             state, source = download_experiment_state(experiment_file, tmp)
@@ -151,7 +155,7 @@ def run_export(params: dict, features_dir, out_path, metrics_path, ckpt_dir=None
         raise KwsError(f"{features_dir}: features of model shape {tuple(data.x['validation'].shape[1:])} "
                        f"do not fit the checkpoint's input {cfg.input_shape}")
     x_check = data.x["validation"][:n_check].numpy()
-    qmodel, stats = export_checked(model, out_path, x_check, atol)
+    qmodel, stats = export_checked(model, out_path, x_check, atol, opset=opset)
     x_test, y_test = data.x["test"].numpy(), data.y["test"].numpy()
     test_acc = float(np.mean(run_batch(qmodel, x_test).argmax(1) == y_test))
     metrics = {**stats, "qonnx_test_accuracy": test_acc, "num_test": len(y_test),

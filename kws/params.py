@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from kws.common import KwsError
 
@@ -167,7 +167,9 @@ class Train(Section):
 
 class Export(Section):
     check_samples: PositiveInt = 512
-    atol: Annotated[float, Field(gt=0)] = 1.0e-4
+    atol: Annotated[float, Field(ge=0)] = 1.0e-4
+    # FINN v0.10.1's onnx 1.13 / onnxruntime 1.16.1 load <= 18 (kws.qonnx_model.MAX_OPSET); Brevitas' QONNX needs >= 11
+    opset: Annotated[int, Field(ge=11, le=18)] = 18
 
 
 class Bins(Section):
@@ -184,6 +186,19 @@ class Hls4ml(Section):
     mantissa_bits: Annotated[int, Field(ge=1, le=52)] = 23
 
 
+def _whole_float_as_int(value):
+    """1.0e+5 in yaml is a float; as a count it means 100000."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+class Finn(Section):
+    enabled: bool = False
+    board: Annotated[str, Field(min_length=1)] = "Pynq-Z2"
+    fpga_part: Annotated[str, Field(min_length=1)] = "xc7z020clg400-1"
+    synth_clk_period_ns: Annotated[float, Field(gt=0)] = 10
+    target_fps: Annotated[int, Field(gt=0), BeforeValidator(_whole_float_as_int)] = 100000
+
+
 class Params(Section):
     """params.yaml as a whole."""
     seed: NonNegativeInt = 0
@@ -195,6 +210,7 @@ class Params(Section):
     export: Export = Export()
     bins: Bins = Bins()
     hls4ml: Hls4ml = Hls4ml()
+    finn: Finn = Finn()
 
 
 # pydantic's error types in the words the project's other messages use

@@ -1,6 +1,6 @@
 """Loading and running QONNX models: the one place that knows qonnx's API.
 
-Shared by export (check against Brevitas), bins (quantize + validate) and the hls4ml check."""
+Shared by export (check against Brevitas), bins (quantize + validate), the hls4ml and FINN checks."""
 from __future__ import annotations
 
 import os
@@ -32,6 +32,35 @@ def load_qonnx(path: str | os.PathLike) -> ModelWrapper:
     if len(model.graph.input) != 1 or len(model.graph.output) != 1:
         raise KwsError(f"{path}: expected one graph input and one output")
     return model
+
+
+# FINN's latest release, v0.10.1, runs models with onnx 1.13.0 (ai.onnx opset <= 18, IR version
+# <= 8: its checker rejects IR 9) and onnxruntime 1.16.1 (opset <= 19, IR <= 9); FINN's dev branch
+# pins onnxruntime 1.18.1 (opset <= 20). torch stamps an export at opset 19 with IR 9, at 20 with
+# IR 9 (which FINN's release cannot run), so the opset is a param and the written file is checked.
+# Opsets 11 (the FINN submission's) to 18 export the same nodes and weights (BatchNormalization
+# gains training_mode=0 from 14 on) and all pass FINN v0.10.1's front end (docs/finn.md).
+FINN_RELEASE_RUNTIME = "FINN v0.10.1's runtime (onnx 1.13.0, onnxruntime 1.16.1)"
+MAX_OPSET, MAX_IR_VERSION = 18, 8
+MIN_OPSET = 11
+DEFAULT_OPSET = 18
+
+
+def check_runtime_compatible(path: str | os.PathLike, opset: int | None = None, name=None) -> tuple[int, int]:
+    """(ai.onnx opset, IR version) of the ONNX file at `path`; KwsError (naming `name`, default
+    `path`) unless FINN's release runtime can load it and, given `opset`, it is stamped at it."""
+    proto = onnx.load(os.fspath(path), load_external_data=False)
+    path = path if name is None else name
+    stamped = [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")]
+    if len(stamped) != 1:
+        raise KwsError(f"{path}: expected one ai.onnx opset import, found {len(stamped)}")
+    got, ir = stamped[0], proto.ir_version
+    if got > MAX_OPSET or ir > MAX_IR_VERSION:
+        raise KwsError(f"{path}: ai.onnx opset {got}, IR version {ir}: {FINN_RELEASE_RUNTIME} loads opset "
+                       f"<= {MAX_OPSET} and IR version <= {MAX_IR_VERSION}")
+    if opset is not None and got != opset:
+        raise KwsError(f"{path}: exported at ai.onnx opset {got}, not params export.opset {opset}")
+    return got, ir
 
 
 @dataclass(frozen=True)

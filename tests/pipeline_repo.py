@@ -73,5 +73,5 @@ def out_hashes(repo: Path) -> dict[str, str]:
 
 
 
-ALL_STAGES = ["synthetic_corpus", "dataset", "features", "train", "export", "bins", "hls4ml"]
+ALL_STAGES = ["synthetic_corpus", "dataset", "features", "train", "export", "bins", "hls4ml", "finn"]
 FIRST_RUN: dict[str, str] = {}  # out -> md5 after the shared tiny repo's first `dvc repro`

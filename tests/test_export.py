@@ -14,8 +14,8 @@ from onnx import numpy_helper
 from kws import train as T
 from kws.common import KwsError
 from kws.params import load_params
-from kws.export import (ROUNDING_MARGIN, compare, export_checked, logits_and_rounding_margins, model_from_state,
-                        run_export)
+from kws.export import (MAX_IR_VERSION, MAX_OPSET, ROUNDING_MARGIN, check_runtime_compatible, compare,
+                        export_checked, logits_and_rounding_margins, model_from_state, run_export)
 from kws.model import ModelConfig, build_model
 from kws.qonnx_model import input_quant, load_qonnx
 
@@ -56,6 +56,41 @@ def test_export_check_passes_and_metrics(trained):
     # the QONNX model scores like the Brevitas model it came from (same argmax on all but rare ties)
     assert abs(m["qonnx_test_accuracy"] - trained["train_metrics"]["test_accuracy"]) <= 2 / 360
     assert m["qonnx_test_accuracy"] > 0.3  # well above chance (1/12) after 2 epochs on the blobs
+    assert (m["opset"], m["ir_version"]) == (PARAMS["export"]["opset"], 8)
+
+
+def test_written_model_is_stamped_for_finns_release_runtime(trained):
+    proto = onnx.load(trained["out"])
+    assert {o.domain: o.version for o in proto.opset_import}[""] == PARAMS["export"]["opset"] <= MAX_OPSET
+    assert proto.ir_version <= MAX_IR_VERSION
+
+
+def test_export_at_another_opset_gives_the_same_graph(trained, tmp_path):
+    """Opset 11 (the FINN submission's) exports the same nodes and weights; only the stamps and
+    BatchNormalization's training_mode (an attribute from opset 14 on) differ."""
+    state, _ = T.latest_local_state(trained["root"] / "checkpoints")
+    model, _ = model_from_state(state, trained["params"]["model"], "ckpt")
+    x = T.load_features(trained["features"]).x["validation"][:64].numpy()
+    _, stats = export_checked(model, tmp_path / "op11.onnx", x, 1e-4, opset=11)
+    assert (stats["opset"], stats["ir_version"]) == (11, 6)
+    old, new = onnx.load(tmp_path / "op11.onnx"), onnx.load(trained["out"])
+    for n in new.graph.node:
+        if n.op_type == "BatchNormalization":
+            assert [(a.name, a.i) for a in n.attribute if a.name == "training_mode"] == [("training_mode", 0)]
+            n.ClearField("attribute")
+            n.attribute.extend(a for a in old.graph.node[list(new.graph.node).index(n)].attribute)
+    assert old.graph.SerializeToString() == new.graph.SerializeToString()
+
+
+@pytest.mark.parametrize("opset, ir, message", [(20, 9, "opset 20, IR version 9"), (18, 9, "IR version 9"),
+                                                (17, 8, "not params export.opset 18")])
+def test_runtime_check_rejects_what_finns_release_cannot_load(trained, tmp_path, opset, ir, message):
+    proto = onnx.load(trained["out"])
+    next(o for o in proto.opset_import if o.domain == "").version = opset
+    proto.ir_version = ir
+    onnx.save(proto, tmp_path / "m.onnx")
+    with pytest.raises(KwsError, match=f"m.onnx: .*{message}"):
+        check_runtime_compatible(tmp_path / "m.onnx", opset=18)
 
 
 def test_exported_graph_structure(trained):
@@ -213,6 +248,11 @@ def test_bad_inputs(trained, tmp_path):
     bad["export"]["atol"] = -1
     with pytest.raises(KwsError, match="export.atol"):
         run_export(bad, trained["features"], tmp_path / "m.onnx", tmp_path / "e.json", ckpt_dir=tmp_path)
+    for opset in (20, 10, "18", True):
+        bad = copy.deepcopy(trained["params"])
+        bad["export"]["opset"] = opset
+        with pytest.raises(KwsError, match="params export.opset: expected an integer from 11 to 18"):
+            run_export(bad, trained["features"], tmp_path / "m.onnx", tmp_path / "e.json", ckpt_dir=tmp_path)
     (tmp_path / "x").mkdir()
     (tmp_path / "x/state.pt").write_bytes(b"not torch")
     (tmp_path / "x/metadata.json").write_text('{"steps_completed": 1}')

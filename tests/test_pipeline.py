@@ -66,15 +66,15 @@ def test_nothing_reruns_when_nothing_changed(tiny_repo):
 
 
 def test_bins_param_reruns_only_bins(tiny_repo):
-    """...and the optional hls4ml check of the bins (disabled here: it only writes its note)."""
+    """...and the optional hls4ml and FINN checks of the bins (disabled here: they only write their notes)."""
     set_param(tiny_repo, "bins", "num_bin_files", 10)
-    assert stages_run(dvc(tiny_repo, "repro").stdout) == ["bins", "hls4ml"]
+    assert stages_run(dvc(tiny_repo, "repro").stdout) == ["bins", "hls4ml", "finn"]
     assert len(list((tiny_repo / "kws_bin_files").glob("tst_*.bin"))) == 10
 
 
 def test_model_param_reruns_train_export_bins(tiny_repo):
     set_param(tiny_repo, "model", "hidden_layers", [64, 64, 64])
-    assert stages_run(dvc(tiny_repo, "repro").stdout) == ["train", "export", "bins", "hls4ml"]
+    assert stages_run(dvc(tiny_repo, "repro").stdout) == ["train", "export", "bins", "hls4ml", "finn"]
 
 
 def test_training_code_edit_retrains_from_scratch(tiny_repo):
