@@ -235,21 +235,29 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n: int) -> np.
 
 
 def metrics(v: Validation, float_accuracy: float | None = None) -> dict:
-    """dvc-metrics-friendly summary: top-level scalars, per-class and the matrix under keys."""
-    n = len(LABELS)
-    cm = confusion_matrix(v.labels, v.predictions, n)
-    per_class = {
-        LABELS[i]: (float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None) for i in range(n)
-    }
+    """The headline figures, compared across experiments (`dvc metrics show`, `dvc exp show`)."""
     out = {"accuracy": v.accuracy, "num_files": len(v.names), "ties": v.ties}
     if float_accuracy is not None:
         out["float_accuracy"] = float_accuracy
         out["accuracy_gap"] = abs(v.accuracy - float_accuracy)
     if v.onnxruntime_max_abs_diff is not None:
         out["onnxruntime_max_abs_diff"] = v.onnxruntime_max_abs_diff
-    out["per_class_accuracy"] = per_class
-    out["confusion_matrix"] = {"labels": list(LABELS), "rows_true_cols_predicted": cm.tolist()}
     return out
+
+
+def per_class(v: Validation) -> list[dict]:
+    """One row per label: files, correct predictions, accuracy (None without files)."""
+    cm = confusion_matrix(v.labels, v.predictions, len(LABELS))
+    return [{"label": LABELS[i], "files": int(cm[i].sum()), "correct": int(cm[i, i]),
+             "accuracy": float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None} for i in range(len(LABELS))]
+
+
+def write_per_class_csv(path, v: Validation) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["label", "files", "correct", "accuracy"], lineterminator="\n")
+        w.writeheader()
+        for row in per_class(v):
+            w.writerow({**row, "accuracy": "" if row["accuracy"] is None else f"{row['accuracy']:.6g}"})
 
 
 def plot_confusion(cm: np.ndarray, path: Path, title: str) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kws import bins
 from kws.common import atomic_path
-from kws.labels import NUM_CLASSES
+from kws.labels import LABELS, NUM_CLASSES
 from kws.qonnx_model import input_quant, input_shape, run_batch
 
 
@@ -32,6 +32,10 @@ def check_real_speech(model_path, bin_dir, fixture_model_path, metrics_path, plo
     """Score, then write metrics JSON and the confusion-matrix PNG (both or neither)."""
     v = score(model_path, bin_dir, fixture_model_path)
     out = bins.metrics(v)
+    # not a DVC metric (no stage writes it), so the per-label detail can stay in the file
+    out["per_class_accuracy"] = {row["label"]: row["accuracy"] for row in bins.per_class(v)}
+    out["confusion_matrix"] = {"labels": list(LABELS),
+                               "rows_true_cols_predicted": bins.confusion_matrix(v.labels, v.predictions, NUM_CLASSES).tolist()}
     out["correct"] = int((v.predictions == v.labels).sum())
     out["model"] = str(model_path)
     out["note"] = f"{len(v.names)} real clips: a difference of +-3 points is noise"

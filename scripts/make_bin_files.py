@@ -29,6 +29,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--feature_type", help="mfcc | lfbe | td_samples (default: params features.feature_type)")
     p.add_argument("--metrics", help="metrics JSON (make default: metrics/bins.json)")
     p.add_argument("--plot", help="confusion matrix PNG (make default: plots/confusion.png)")
+    p.add_argument("--per_class", help="per-label accuracy CSV (make default: plots/per_class.csv)")
     p.add_argument("--predictions", help="validate: also write the predictions CSV here")
     p.add_argument("--onnxruntime", action=argparse.BooleanOptionalAction, default=None,
                    help="also run onnxruntime on the QCDQ form and require the same predictions "
@@ -36,12 +37,14 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def write_outputs(v: bins.Validation, metrics_path, plot_path, float_accuracy=None) -> None:
+def write_outputs(v: bins.Validation, metrics_path, plot_path, float_accuracy=None, per_class_path=None) -> None:
     m = bins.metrics(v, float_accuracy)
     if metrics_path:
         with open(metrics_path, "w") as f:
             json.dump(m, f, indent=2)
             f.write("\n")
+    if per_class_path:
+        bins.write_per_class_csv(per_class_path, v)
     if plot_path:
         cm = bins.confusion_matrix(v.labels, v.predictions, NUM_CLASSES)
         bins.plot_confusion(cm, plot_path, f"{len(v.names)} BIN files, accuracy {v.accuracy:.2%}")
@@ -89,10 +92,12 @@ def main() -> None:
     x, y = x[order], y[order]
     metrics_path = args.metrics or "metrics/bins.json"
     plot_path = args.plot or "plots/confusion.png"
-    with atomic_path(args.bin_file_path) as folder, atomic_path(metrics_path) as m, atomic_path(plot_path) as p:
+    per_class_path = args.per_class or "plots/per_class.csv"
+    with (atomic_path(args.bin_file_path) as folder, atomic_path(metrics_path) as m, atomic_path(plot_path) as p,
+          atomic_path(per_class_path) as c):
         v, float_accuracy = bins.make_bins(folder, model, x, y, feature_type, num, cfg["max_accuracy_gap"],
                                                 onnxruntime, source=str(features))
-        write_outputs(v, m, p, float_accuracy)
+        write_outputs(v, m, p, float_accuracy, c)
     report(v, float_accuracy)
 
 

@@ -1,4 +1,5 @@
 """Stage bins on the FINN submission's real model and BIN files (tests/conftest.py finn_fixture)."""
+import csv
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ from onnx import TensorProto, helper
 
 from kws import bins
 from kws.common import KwsError, atomic_path
+from kws.labels import LABELS
 from kws.qonnx_model import InputQuant, input_quant, load_qonnx, run_batch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +58,8 @@ def make_args(tmp_path, finn_fixture, features_dir, *extra):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return ["--model", finn_fixture / "QONNX_model.onnx", "--features", features_dir,
             "--params", tmp_path / "params.yaml", "--bin_file_path", tmp_path / "bins",
-            "--metrics", tmp_path / "bins.json", "--plot", tmp_path / "confusion.png", *extra]
+            "--metrics", tmp_path / "bins.json", "--plot", tmp_path / "confusion.png",
+            "--per_class", tmp_path / "per_class.csv", *extra]
 
 
 def test_validator_reproduces_fixture_predictions(finn_fixture, model, tmp_path):
@@ -88,7 +91,10 @@ def test_round_trip_is_byte_identical(finn_fixture, features_dir, tmp_path):
     assert (ours / bins.PREDICTIONS_CSV).read_bytes() == (theirs / "tflm_labels.csv").read_bytes()
     m = json.loads((tmp_path / "bins.json").read_text())
     assert m["num_files"] == 200 and m["accuracy"] == pytest.approx(0.81) and m["accuracy_gap"] == 0
-    assert sum(map(sum, m["confusion_matrix"]["rows_true_cols_predicted"])) == 200
+    assert set(m) == {"accuracy", "num_files", "ties", "float_accuracy", "accuracy_gap", "onnxruntime_max_abs_diff"}
+    rows = list(csv.DictReader(open(tmp_path / "per_class.csv")))
+    assert [r["label"] for r in rows] == list(LABELS) and sum(int(r["files"]) for r in rows) == 200
+    assert sum(int(r["correct"]) for r in rows) == round(m["accuracy"] * 200)
     assert (tmp_path / "confusion.png").read_bytes()[:4] == b"\x89PNG"
 
     # again over the existing folder, with a stale file: replaced as a whole, same bytes
