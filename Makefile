@@ -51,8 +51,10 @@ lock: $(VENV)/.installed
 repro: setup
 	$(DVC) repro
 
+# The BIN files and the optional hls4ml stage that reads them (only a note unless hls4ml.enabled):
+# `dvc repro bins` alone would leave that stage's deps changed in `dvc status`.
 bins: setup
-	$(DVC) repro bins
+	$(DVC) repro bins hls4ml
 
 # A grid of DVC experiments, queued and run by `dvc queue start`, then compared.
 SWEEP ?= -S 'model.weight_bit_width=2,3,4' -S 'model.hidden_layers=[128,128,128],[256,256,256]'
@@ -62,9 +64,11 @@ sweep: setup
 	$(PY) scripts/compare_experiments.py --wait
 
 # hls4ml's C++ emulation of the exported model against qonnx, on the BIN files (g++, no Vivado).
+# Its metrics go to metrics/hls4ml_check.json (git-ignored): metrics/hls4ml.json is the hls4ml
+# stage's out, which this run must not leave changed in `dvc status`.
 hls4ml-check: setup
-	$(DVC) repro bins
-	$(PY) scripts/hls4ml_check.py --params params.yaml --enabled true --model training_checkpoint/QONNX_model.onnx --bin_file_path kws_bin_files --metrics metrics/hls4ml.json
+	$(DVC) repro bins hls4ml
+	$(PY) scripts/hls4ml_check.py --params params.yaml --enabled true --model training_checkpoint/QONNX_model.onnx --bin_file_path kws_bin_files --metrics metrics/hls4ml_check.json
 
 # The exported model on 200 real Speech Commands clips (the FINN fixture's BIN files).
 FINN_FIXTURE ?= $(or $(KWS_FINN_FIXTURE),../shared/fixtures/finn_kws_w3a3)

@@ -90,7 +90,7 @@ def stage_outs(repo: Path) -> dict[str, dict[str, bool]]:
 
 
 def dir_manifest(repo: Path, md5: str) -> dict[str, str]:
-    """relpath -> md5 of a directory out, from DVC's .dir object in `repo`'s cache."""
+    """relpath -> md5 of a directory out (md5: dvc.lock's, "<hex>.dir"), from DVC's object in `repo`'s cache."""
     import json
 
     entries = json.loads((repo / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).read_text())
