@@ -56,12 +56,18 @@ repro: setup
 bins: setup
 	$(DVC) repro bins hls4ml
 
-# A grid of DVC experiments, queued and run by `dvc queue start`, then compared.
+# A grid of DVC experiments, queued and run by `dvc queue start`, then compared (the wait fails,
+# rather than hangs, without a queue worker, and after SWEEP_TIMEOUT seconds). The data stages'
+# outs are not in DVC's cache (cache: false), so they are built here once and each experiment's
+# temporary copy of the repo gets a copy of them (-C).
 SWEEP ?= -S 'model.weight_bit_width=2,3,4' -S 'model.hidden_layers=[128,128,128],[256,256,256]'
+SWEEP_DATA := data/synthetic_corpus data/dataset data/features
+SWEEP_TIMEOUT ?= 21600
 sweep: setup
-	$(DVC) exp run --queue $(SWEEP)
+	$(DVC) repro features
+	$(DVC) exp run --queue $(addprefix -C ,$(SWEEP_DATA)) $(SWEEP)
 	$(DVC) queue start
-	$(PY) scripts/compare_experiments.py --wait
+	$(PY) scripts/compare_experiments.py --wait --timeout $(SWEEP_TIMEOUT)
 
 # hls4ml's C++ emulation of the exported model against qonnx, on the BIN files (g++, no Vivado).
 # Its metrics go to metrics/hls4ml_check.json (git-ignored): metrics/hls4ml.json is the hls4ml
