@@ -42,6 +42,11 @@ def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     return run(["dvc", *args], repo, check=check)
 
 
+def make(repo: Path, *args: str, **kw) -> subprocess.CompletedProcess:
+    """A Makefile target as users run it, with the test's venv (-o setup: already built)."""
+    return run(["make", "--no-print-directory", "-o", "setup", "DVC=dvc", "PY=python", *args], repo, **kw)
+
+
 def stages_run(output: str) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", output)
 

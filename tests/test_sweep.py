@@ -7,14 +7,9 @@ import time
 
 import pytest
 
-from pipeline_repo import REPO, VENV_BIN, dvc, make_tiny_repo, run
+from pipeline_repo import REPO, VENV_BIN, dvc, make, make_tiny_repo, run
 
 COMPARE = str(REPO / "scripts" / "compare_experiments.py")
-
-
-def make(repo, *args, **kw):
-    """A Makefile target as users run it; -o setup: the test venv is already built."""
-    return run(["make", "--no-print-directory", "-o", "setup", "DVC=dvc", "PY=python", *args], repo, **kw)
 
 
 def workers(repo) -> int:
