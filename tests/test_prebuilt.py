@@ -45,7 +45,9 @@ def assert_status_names_only_the_missing(clone: Path) -> dict:
         for entry in entries:
             assert set(entry) <= {"changed deps", "changed outs"}, (stage, entry)
             for kind, changes in entry.items():
-                assert all(state == "deleted" for state in changes.values()), (stage, entry)
+                assert all(state == "deleted" for state in changes.values()), (
+                    f"{stage}: {entry}; a modified dep or param means the committed dvc.lock is older "
+                    "than the code or params: dvc repro, then commit dvc.lock and dvc push")
                 assert set(changes) <= missing, (stage, entry)
     stages = yaml.safe_load((clone / "dvc.yaml").read_text())["stages"]
     concerned = {name for name, st in stages.items()
