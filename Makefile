@@ -61,20 +61,30 @@ repro-real: setup
 	$(DVC) exp run $$recipe -S dataset.source=local -S "dataset.local_dir=$(abspath $(DATA))/speech_commands_v0.02.tar.gz" \
 	  -S "dataset.local_test_dir=$(abspath $(DATA))/speech_commands_test_set_v0.02.tar.gz" $(EXTRA)
 
+# The BIN files and the optional hls4ml and finn stages that read them (only a note unless hls4ml.enabled):
+# `dvc repro bins` alone would leave their deps changed in `dvc status`.
 bins: setup
-	$(DVC) repro bins
+	$(DVC) repro bins hls4ml finn
 
-# A grid of DVC experiments, queued and run by `dvc queue start`, then compared.
+# A grid of DVC experiments, queued and run by `dvc queue start`, then compared (the wait fails,
+# rather than hangs, without a queue worker, and after SWEEP_TIMEOUT seconds). The data stages'
+# outs are not in DVC's cache (cache: false), so they are built here once and each experiment's
+# temporary copy of the repo gets a copy of them (-C).
 SWEEP ?= -S 'model.weight_bit_width=2,3,4' -S 'model.hidden_layers=[128,128,128],[256,256,256]'
+SWEEP_DATA := data/synthetic_corpus data/dataset data/features
+SWEEP_TIMEOUT ?= 21600
 sweep: setup
-	$(DVC) exp run --queue $(SWEEP)
+	$(DVC) repro features
+	$(DVC) exp run --queue $(addprefix -C ,$(SWEEP_DATA)) $(SWEEP)
 	$(DVC) queue start
-	$(PY) scripts/compare_experiments.py --wait
+	$(PY) scripts/compare_experiments.py --wait --timeout $(SWEEP_TIMEOUT)
 
 # hls4ml's C++ emulation of the exported model against qonnx, on the BIN files (g++, no Vivado).
+# Its metrics go to metrics/hls4ml_check.json (git-ignored): metrics/hls4ml.json is the hls4ml
+# stage's out, which this run must not leave changed in `dvc status`.
 hls4ml-check: setup
-	$(DVC) repro bins
-	$(PY) scripts/hls4ml_check.py --params params.yaml --enabled true --model training_checkpoint/QONNX_model.onnx --bin_file_path kws_bin_files --metrics metrics/hls4ml.json
+	$(DVC) repro bins hls4ml finn
+	$(PY) scripts/hls4ml_check.py --params params.yaml --enabled true --model training_checkpoint/QONNX_model.onnx --bin_file_path kws_bin_files --metrics metrics/hls4ml_check.json
 
 # FINN's own front end (release v0.10.1) and its resource estimates on the exported model, in a
 # venv of its own (FINN's pins conflict with the project's). FINN_ROOT: a FINN checkout; unset,
@@ -92,11 +102,12 @@ $(FINN_VENV)/.installed: requirements-finn.txt
 	$(FINN_PY) -m pip check
 	touch $@
 
-# the model and BIN files of the current params (pre-built ones pulled where nothing changed)
+# the model and BIN files of the current params (pre-built ones pulled where nothing changed); the
+# results go to metrics/finn_check.json (git-ignored), not the finn stage's metrics/finn.json
 finn-check: setup finn-venv
 	$(DVC) repro --allow-missing bins
 	test -f training_checkpoint/QONNX_model.onnx -a -f kws_bin_files/y_labels.csv || $(DVC) pull export bins
-	$(PY) scripts/finn_check.py --params params.yaml --enabled true --model training_checkpoint/QONNX_model.onnx --bin_file_path kws_bin_files --metrics metrics/finn.json --layers reports/finn_layers.json $(if $(FINN_ROOT),--finn_root $(FINN_ROOT))
+	$(PY) scripts/finn_check.py --params params.yaml --enabled true --model training_checkpoint/QONNX_model.onnx --bin_file_path kws_bin_files --metrics metrics/finn_check.json --layers reports/finn_check_layers.json $(if $(FINN_ROOT),--finn_root $(FINN_ROOT))
 
 # The exported model on 200 real Speech Commands clips (the FINN fixture's BIN files).
 FINN_FIXTURE ?= $(or $(KWS_FINN_FIXTURE),../shared/fixtures/finn_kws_w3a3)

@@ -4,7 +4,7 @@ already built (built first, untimed). Target: at most 60 s on 2 cores.
 
   python bench/bench_finn.py [--repeats 3]
 
-Runs in this checkout, as the target does: it writes metrics/finn.json and reports/finn_layers.json.
+Runs in this checkout, as the target does: it writes metrics/finn_check.json and reports/finn_check_layers.json.
 Prints every run's wall time, the median, and the time the check itself reported."""
 from __future__ import annotations
 

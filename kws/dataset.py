@@ -347,7 +347,11 @@ def load_source(cfg: dict, corpus: str | os.PathLike | None = None):
         return read_local(corpus / TRAIN_ARCHIVE, corpus / TEST_ARCHIVE)
     if source == "local":
         if not cfg.get("local_dir"):
-            raise KwsError("dataset.local_dir: must be set for dataset.source local")
+            raise KwsError("params dataset.local_dir: must be set for dataset.source local")
+        for key in ("local_dir", "local_test_dir"):  # the usual mistake: say which param holds the path
+            if cfg.get(key) and not Path(cfg[key]).exists():
+                raise KwsError(f"{cfg[key]}: not found (params dataset.{key}: a speech_commands folder "
+                               "or .tar.gz archive)")
         return read_local(cfg["local_dir"], cfg.get("local_test_dir"))
     if source == "speech_commands":
         return read_speech_commands(cfg)

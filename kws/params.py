@@ -151,18 +151,12 @@ class Train(Section):
     unknown_weight_divisor: Annotated[float, Field(gt=0)] = 4.8
     unknown_share: KeptFraction = 0.5
     label_smoothing: Fraction = 0.1
-    warmup_epochs: NonNegativeInt = 10
+    warmup_epochs: NonNegativeInt = 10  # capped at epochs - 1 (kws.train), so -S train.epochs=2 alone works
     warmup_bit_width: BitWidth = 8
     augment: Augment = Augment()
     det_master: str | None = None
     searcher: Searcher = Searcher()
     sweep: dict[str, list[Any]] = {}
-
-    @model_validator(mode="after")
-    def _warmup(self):
-        if self.warmup_epochs >= self.epochs:
-            raise ValueError(f"warmup_epochs: must be less than train.epochs ({self.epochs}), got {self.warmup_epochs}")
-        return self
 
 
 class Export(Section):

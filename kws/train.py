@@ -127,9 +127,11 @@ def check_train_params(train_params: dict) -> dict:
     # older params have none: the submission's recipe
     out["label_smoothing"] = check_fraction("train.label_smoothing", p.get("label_smoothing", 0.0))
     warm = p.get("warmup_epochs", 0)
-    if isinstance(warm, bool) or not isinstance(warm, int) or not 0 <= warm < out["epochs"]:
-        raise KwsError(f"params train.warmup_epochs: expected an integer in [0, train.epochs), got {warm!r}")
-    out["warmup_epochs"] = warm
+    if isinstance(warm, bool) or not isinstance(warm, int) or warm < 0:
+        raise KwsError(f"params train.warmup_epochs: expected a non-negative integer, got {warm!r}")
+    # at most epochs - 1, so the last epoch trains at the model's bit widths and a sweep can shorten
+    # train.epochs alone; a warm-up below epochs (the default's 10 of 70) is used as given
+    out["warmup_epochs"] = min(warm, out["epochs"] - 1)
     out["warmup_bit_width"] = check_bit_width("train.warmup_bit_width", p.get("warmup_bit_width", MAX_BIT_WIDTH))
     out["unknown_share"] = check_fraction("train.unknown_share", p.get("unknown_share", 1.0), kept=True)
     return out

@@ -1,12 +1,16 @@
 """Print a table of DVC experiments: bit widths and model size against accuracy on the BIN files.
 
-Usage: python scripts/compare_experiments.py [--wait]   (reads `dvc exp show --json`)
+Usage: python scripts/compare_experiments.py [--wait [--timeout SECONDS]]   (reads `dvc exp show --json`)
+
+--wait fails with one line instead of waiting forever: when experiments wait but no queue worker
+runs (after `dvc queue stop`, say), and after --timeout.
 """
 import argparse
 import json
 import subprocess
 import sys
 import time
+from collections import Counter
 
 PARAMS = {"W bits": "model.weight_bit_width", "A bits": "model.act_bit_width", "hidden": "model.hidden_layers"}
 METRICS = {
@@ -35,15 +39,43 @@ def rows(entries: list[dict]):
                 yield exp.get("name") or rev.get("name") or rev["rev"][:7], rev.get("data") or {}
 
 
-def wait_for_queue(poll_seconds: float = 5.0) -> None:
-    """Block while queued experiments wait or run; fail if any of them failed."""
+def queue_state() -> tuple[Counter, int]:
+    """The queue's experiments counted by status (Queued, Running, Success, Failed) and the number
+    of live workers, from the DVC API that `dvc queue status` prints."""
+    from dvc.repo import Repo
+
+    with Repo() as repo:
+        queue = repo.experiments.celery_queue
+        return Counter(task["status"] for task in queue.status()), len(queue.worker_status())
+
+
+def describe(counts: Counter) -> str:
+    return ", ".join(f"{counts[s]} {s.lower()}" for s in ("Queued", "Running") if counts[s])
+
+
+def wait_for_queue(timeout: float, worker_grace: float, poll_seconds: float = 5.0) -> None:
+    """Block while queued experiments wait or run; one line and exit 1 if any failed, if no
+    worker has run for `worker_grace` s (nothing would ever start), or after `timeout` s."""
+    start = time.monotonic()
+    workerless_since = None
     while True:
-        status = subprocess.run(["dvc", "queue", "status"], capture_output=True, text=True).stdout
-        if "Queued" not in status and "Running" not in status:
+        counts, workers = queue_state()
+        if not counts["Queued"] + counts["Running"]:
             break
+        now = time.monotonic()
+        # `dvc queue start` returns before its worker answers, and a worker exits once the queue is
+        # empty: only a lasting absence means a stopped queue
+        workerless_since = None if workers else workerless_since or now
+        if workerless_since is not None and now - workerless_since >= worker_grace:
+            sys.exit(f"error: experiments {describe(counts)}, but no queue worker for {worker_grace:g} s: "
+                     "run `dvc queue start`")
+        if now - start >= timeout:
+            sys.exit(f"error: experiments still {describe(counts)} after --timeout {timeout:g} s "
+                     "(see `dvc queue status`; `dvc queue kill` stops them)")
         time.sleep(poll_seconds)
-    if "Failed" in status:
-        sys.exit(f"error: some queued experiments failed (see `dvc queue logs <name>`):\n{status}")
+    if counts["Failed"]:
+        sys.exit(f"error: {counts['Failed']} queued experiment(s) failed: see `dvc queue status` "
+                 "and `dvc queue logs <name>`")
 
 
 def fmt(value) -> str:
@@ -56,9 +88,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="a saved `dvc exp show --json` output instead of running dvc")
     parser.add_argument("--wait", action="store_true", help="first wait until `dvc queue status` is idle")
+    parser.add_argument("--timeout", type=float, default=6 * 3600,
+                        help="with --wait: fail after this many seconds (default 6 h, for the default "
+                             "grid's six full trainings on a busy machine)")
+    parser.add_argument("--worker_grace", type=float, default=30,
+                        help="with --wait: fail when no queue worker has run for this many seconds "
+                             "(default 30: `dvc queue start` takes a few)")
     args = parser.parse_args()
     if args.wait:
-        wait_for_queue()
+        wait_for_queue(args.timeout, args.worker_grace)
     if args.json:
         with open(args.json) as f:
             entries = json.load(f)

@@ -42,6 +42,11 @@ def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     return run(["dvc", *args], repo, check=check)
 
 
+def make(repo: Path, *args: str, **kw) -> subprocess.CompletedProcess:
+    """A Makefile target as users run it, with the test's venv (-o setup: already built)."""
+    return run(["make", "--no-print-directory", "-o", "setup", "DVC=dvc", "PY=python", *args], repo, **kw)
+
+
 def stages_run(output: str) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", output)
 
@@ -75,3 +80,23 @@ def out_hashes(repo: Path) -> dict[str, str]:
 
 ALL_STAGES = ["synthetic_corpus", "dataset", "features", "train", "export", "bins", "hls4ml", "finn"]
 FIRST_RUN: dict[str, str] = {}  # out -> md5 after the shared tiny repo's first `dvc repro`
+
+
+def stage_outs(repo: Path) -> dict[str, dict[str, bool]]:
+    """stage -> {out path: cached?} for the `outs` of dvc.yaml (metrics and plots left out: git's)."""
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    found = {}
+    for name, stage in stages.items():
+        found[name] = {}
+        for out in stage.get("outs", []):
+            path, opts = next(iter(out.items())) if isinstance(out, dict) else (out, {})
+            found[name][path] = (opts or {}).get("cache", True)
+    return found
+
+
+def dir_manifest(repo: Path, md5: str) -> dict[str, str]:
+    """relpath -> md5 of a directory out (md5: dvc.lock's, "<hex>.dir"), from DVC's object in `repo`'s cache."""
+    import json
+
+    entries = json.loads((repo / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).read_text())
+    return {e["relpath"]: e["md5"] for e in entries}

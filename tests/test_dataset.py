@@ -227,6 +227,28 @@ def test_bad_input_script(tmp_path, kind):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("key", ["local_dir", "local_test_dir", "unset"])
+def test_missing_local_path_names_its_param(tmp_path, key):
+    """A wrong or empty dataset.local_dir / local_test_dir: one line naming the param (and the path)."""
+    train, test = make_local(tmp_path, with_test=True)
+    cfg = {"source": "local", "local_dir": str(train), "local_test_dir": str(test)}
+    if key == "unset":
+        del cfg["local_dir"]
+        expected = ["params dataset.local_dir"]
+    else:
+        cfg[key] = str(tmp_path / "typo")
+        expected = [f"params dataset.{key}", str(tmp_path / "typo")]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"dataset": cfg}))
+    # -m from the repo root, as dvc.yaml runs it: this checkout's kws, not the editable install's
+    r = subprocess.run([sys.executable, "-m", "scripts.make_dataset", "--params",
+                        str(tmp_path / "params.yaml"), "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 1
+    for name in expected:
+        assert_one_error_line(r.stderr, name)
+    assert not (tmp_path / "out").exists()
+
+
 def test_synthetic_corpus_missing_or_unused(tmp_path):
     with pytest.raises(KwsError, match="synthetic corpus folder not found"):
         dataset.make_dataset({"source": "synthetic"}, tmp_path / "out", tmp_path / "none")

@@ -37,7 +37,6 @@ def test_a_missing_key_takes_the_schema_default(tmp_path):
     ({"train": {"epoch": 5}}, "params train.epoch: unknown key (did you mean train.epochs?)"),
     ({"trian": {}}, "params trian: unknown key (did you mean train?)"),
     ({"train": {"augment": {"max_shfit": 3}}}, "params train.augment.max_shfit: unknown key (did you mean train.augment.max_shift?)"),
-    ({"train": {"epochs": 5}}, "params train.warmup_epochs: must be less than train.epochs (5), got 10"),
     ({"model": {"weight_bit_width": True}}, "params model.weight_bit_width: expected an integer, got True"),
     ({"model": {"hidden_layers": [256, 0]}}, "params model.hidden_layers.1: expected more than 0, got 0"),
     ({"bins": {"num_bin_files": "10"}}, "params bins.num_bin_files: expected an integer, got '10'"),

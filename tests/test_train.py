@@ -164,12 +164,20 @@ def test_checkpoint_of_other_params_is_not_resumed(blobs, tmp_path, capsys):
 @pytest.mark.parametrize("key,value", [("epochs", 0), ("batch_size", -5), ("lr", -1e-3), ("lr", "fast"),
                                        ("unknown_weight_divisor", 0), ("eta_min", -1.0),
                                        ("label_smoothing", 1.0), ("label_smoothing", -0.1),
-                                       ("warmup_epochs", 40), ("warmup_epochs", -1), ("warmup_epochs", 1.5),
+                                       ("warmup_epochs", "10"), ("warmup_epochs", -1), ("warmup_epochs", 1.5),
                                        ("warmup_bit_width", 0), ("warmup_bit_width", 9),
                                        ("unknown_share", 0), ("unknown_share", 1.5), ("unknown_share", True)])
 def test_bad_train_params_name_the_key(key, value):
     with pytest.raises(KwsError, match=f"train.{key}"):
         T.check_train_params({"epochs": 40, key: value})
+
+
+@pytest.mark.parametrize("epochs,warmup,used", [(70, 10, 10), (11, 10, 10), (10, 10, 9), (2, 10, 1), (1, 10, 0),
+                                                 (3, 0, 0)])
+def test_warmup_is_capped_below_epochs(epochs, warmup, used):
+    """A short sweep (-S train.epochs=2) keeps the default warm-up and still ends at the model's bits;
+    warm-ups below epochs, the default's among them, are unchanged."""
+    assert T.check_train_params({"epochs": epochs, "warmup_epochs": warmup})["warmup_epochs"] == used
 
 
 def test_bad_percentiles(blobs):
