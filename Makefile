@@ -70,14 +70,14 @@ bins: setup
 # rather than hangs, without a queue worker, and after SWEEP_TIMEOUT seconds). The data stages'
 # outs are not in DVC's cache (cache: false), so they are built here once and each experiment's
 # temporary copy of the repo gets a copy of them (-C).
-SWEEP ?= -S 'model.weight_bit_width=2,3,4' -S 'model.hidden_layers=[128,128,128],[256,256,256]'
+SWEEP ?= -S 'model.weight_bit_width=2,3,4' -S 'model.hidden_layers=[128,128,128],[256,256,256]' -S finn.enabled=true
 SWEEP_DATA := data/synthetic_corpus data/dataset data/features
 SWEEP_TIMEOUT ?= 21600
-sweep: setup
+sweep: setup finn-venv
 	$(DVC) repro features
 	$(DVC) exp run --queue $(addprefix -C ,$(SWEEP_DATA)) $(SWEEP)
 	$(DVC) queue start
-	$(PY) scripts/compare_experiments.py --wait --timeout $(SWEEP_TIMEOUT)
+	$(PY) -m scripts.compare_experiments --wait --timeout $(SWEEP_TIMEOUT) --plot plots/sweep_pareto.png
 
 # hls4ml's C++ emulation of the exported model against qonnx, on the BIN files (g++, no Vivado).
 # Its metrics go to metrics/hls4ml_check.json (git-ignored): metrics/hls4ml.json is the hls4ml

@@ -1,4 +1,5 @@
-"""Print a table of DVC experiments: bit widths and model size against accuracy on the BIN files.
+"""Print a table of DVC experiments: bit widths, model size and FINN's estimates against accuracy on
+the BIN files, and draw accuracy against FINN's LUTs with the Pareto front (--plot).
 
 Usage: python scripts/compare_experiments.py [--wait [--timeout SECONDS]]   (reads `dvc exp show --json`)
 
@@ -17,6 +18,10 @@ METRICS = {
     "weights": ("metrics/train.json", "num_weights"),
     "weight KiB": ("metrics/train.json", "weight_kib"),
     "val acc": ("metrics/train.json", "val_accuracy"),
+    # the finn stage's estimates (finn.enabled: true, as `make sweep` sets); "-" where it was off
+    "FINN LUT": ("metrics/finn.json", "LUT"),
+    "FINN BRAM_18K": ("metrics/finn.json", "BRAM_18K"),
+    "FINN frames/s": ("metrics/finn.json", "estimated_throughput_fps"),
     "bins acc": ("metrics/bins.json", "accuracy"),
 }
 
@@ -94,6 +99,7 @@ def main():
     parser.add_argument("--worker_grace", type=float, default=30,
                         help="with --wait: fail when no queue worker has run for this many seconds "
                              "(default 30: `dvc queue start` takes a few)")
+    parser.add_argument("--plot", help="PNG of accuracy against FINN's LUT estimate (experiments that have one)")
     args = parser.parse_args()
     if args.wait:
         wait_for_queue(args.timeout, args.worker_grace)
@@ -108,12 +114,21 @@ def main():
     header = ["experiment", *PARAMS, *METRICS]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
+    points = []  # (name, LUTs, bins accuracy) of experiments with FINN's estimates
     for name, data in rows(entries):
         params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
         metrics = data.get("metrics") or {}
-        cells = [name] + [fmt(lookup(params, key)) for key in PARAMS.values()]
-        cells += [fmt((metrics.get(file) or {}).get("data", {}).get(key)) for file, key in METRICS.values()]
+        values = {column: (metrics.get(file) or {}).get("data", {}).get(key) for column, (file, key) in METRICS.items()}
+        cells = [name] + [fmt(lookup(params, key)) for key in PARAMS.values()] + [fmt(v) for v in values.values()]
         print("| " + " | ".join(cells) + " |")
+        if values["FINN LUT"] is not None and values["bins acc"] is not None:
+            points.append((name, values["FINN LUT"], values["bins acc"]))
+    if args.plot and points:
+        from kws.finn_check import plot_pareto
+
+        names, luts, accuracies = zip(*points)
+        plot_pareto(names, luts, accuracies, args.plot)
+        print(f"accuracy against FINN's LUT estimate, Pareto front joined: {args.plot}")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ def merge(base: dict, override: dict) -> dict:
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, **kw.pop("env", {})}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env['PATH']}"
     env.pop("DET_MASTER", None)
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kw)
     if check and result.returncode != 0:
@@ -43,8 +44,10 @@ def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 
 
 def make(repo: Path, *args: str, **kw) -> subprocess.CompletedProcess:
-    """A Makefile target as users run it, with the test's venv (-o setup: already built)."""
-    return run(["make", "--no-print-directory", "-o", "setup", "DVC=dvc", "PY=python", *args], repo, **kw)
+    """A Makefile target as users run it, with the test's venvs (-o: already built; the FINN venv is
+    found through FINN_PYTHON, as the finn stage finds it)."""
+    return run(["make", "--no-print-directory", "-o", "setup", "-o", "finn-venv", "DVC=dvc", "PY=python", *args],
+               repo, **kw)
 
 
 def stages_run(output: str) -> list[str]:

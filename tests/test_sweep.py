@@ -93,3 +93,32 @@ def test_wait_times_out_while_an_experiment_runs(queue_repo):
     assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
     assert "--timeout 15 s" in result.stderr, result.stderr
     assert 15 <= seconds < 45, seconds
+
+
+def test_make_sweep_with_finn_shows_its_estimates_and_the_pareto_plot(tiny_repo):
+    """`make sweep`'s default turns the finn stage on: each experiment gets FINN's estimates in
+    the table and a point in the accuracy-against-LUT plot."""
+    from kws import finn_check
+    from kws.common import KwsError
+
+    try:
+        env = {"FINN_ROOT": str(finn_check.find_finn_root()), "FINN_PYTHON": str(finn_check.find_finn_python())}
+    except KwsError as e:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{e} (required under CI)")
+        pytest.skip(str(e))
+    run(["git", "add", "-A"], tiny_repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "before sweep", "--allow-empty"], tiny_repo)
+    sweep = "SWEEP=-S model.weight_bit_width=2,4 -S train.epochs=2 -S finn.enabled=true"
+    try:
+        table = make(tiny_repo, "sweep", sweep, timeout=900, env=env).stdout
+    finally:
+        workers_stopped(tiny_repo)
+    header = next(line for line in table.splitlines() if line.startswith("| experiment"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert columns[-4:] == ["FINN LUT", "FINN BRAM_18K", "FINN frames/s", "bins acc"], header
+    rows = {line.split("|")[2].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in table.splitlines() if line.startswith("| ") and line != header}
+    luts = {bits: float(row[columns.index("FINN LUT")]) for bits, row in rows.items() if bits in ("2", "4")}
+    assert luts["2"] < luts["4"], table  # wider weights cost more LUTs
+    assert (tiny_repo / "plots" / "sweep_pareto.png").read_bytes()[:4] == b"\x89PNG"
