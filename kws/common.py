@@ -1,6 +1,7 @@
 """The few helpers every stage shares: one-line errors, atomic outputs, reproducible npz files."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import zipfile
@@ -46,6 +47,17 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
             os.replace(tmp_target, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help keeps the script's docstring as written and shows each option's default (unless its
+    help already says what the default is, e.g. "default: params bins.split")."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, argparse.SUPPRESS, False) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def run_cli(main: Callable[[], None]) -> None:

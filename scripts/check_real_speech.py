@@ -8,17 +8,17 @@ import json
 import os
 import sys
 
-from kws.common import atomic_path, run_cli
+from kws.common import atomic_path, HelpFormatter, run_cli
 from kws.real_speech import check_real_speech
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", default="training_checkpoint/QONNX_model.onnx")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--model", default="training_checkpoint/QONNX_model.onnx", help="the QONNX model to score")
     ap.add_argument("--bin_dir", required=True, help="folder with tst_*.bin and y_labels.csv")
     ap.add_argument("--fixture_model", required=True, help="QONNX model whose input Quant made the BIN files")
-    ap.add_argument("--metrics", default="metrics/real_speech.json")
-    ap.add_argument("--plot", default="plots/real_speech_confusion.png")
+    ap.add_argument("--metrics", default="metrics/real_speech.json", help="accuracy, per label and the confusion matrix (JSON)")
+    ap.add_argument("--plot", default="plots/real_speech_confusion.png", help="confusion matrix PNG")
     args = ap.parse_args()
     if not (os.path.isfile(args.fixture_model) and os.path.isdir(args.bin_dir)):
         note = f"real-speech fixture not found ({args.fixture_model}, {args.bin_dir})"

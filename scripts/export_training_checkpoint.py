@@ -4,19 +4,19 @@ import argparse
 import os
 from pathlib import Path
 
-from kws.common import run_cli
+from kws.common import HelpFormatter, run_cli
 from kws.params import load_params
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--features", default="data/features")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--params", default="params.yaml", help="the pipeline's params (sections model, export)")
+    ap.add_argument("--features", default="data/features", help="features folder: the check runs on its test split")
     ap.add_argument("--checkpoints", default="checkpoints", help="local checkpoint folder")
     ap.add_argument("--experiment-file", default="experiment_number.txt",
                     help="used instead of --checkpoints when DET_MASTER or train.det_master is set")
-    ap.add_argument("--out", default="training_checkpoint/QONNX_model.onnx")
-    ap.add_argument("--metrics", default="metrics/export.json")
+    ap.add_argument("--out", default="training_checkpoint/QONNX_model.onnx", help="the QONNX model to write")
+    ap.add_argument("--metrics", default="metrics/export.json", help="the export check's figures (JSON)")
     args = ap.parse_args()
 
     from kws.export import run_export

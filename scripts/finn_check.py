@@ -16,20 +16,20 @@ import argparse
 import tempfile
 import time
 
-from kws.common import KwsError, run_cli
+from kws.common import KwsError, HelpFormatter, run_cli
 from kws.params import load_params
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--model", default="training_checkpoint/QONNX_model.onnx", help="QONNX model")
     p.add_argument("--bin_file_path", default="kws_bin_files", help="folder with y_labels.csv and tst_*.bin")
-    p.add_argument("--metrics", default="metrics/finn.json")
+    p.add_argument("--metrics", default="metrics/finn.json", help="FINN's estimates and the agreement counts (JSON)")
     p.add_argument("--layers", default="reports/finn_layers.json", help="per-layer and per-graph detail")
     p.add_argument("--finn_root", help="FINN checkout (default: env FINN_ROOT, else ../shared/fixtures/finn_v0.10.1)")
     p.add_argument("--finn_python", help="the FINN venv's python (default: env FINN_PYTHON, else .venv-finn)")
     p.add_argument("--build_dir", help="FINN's outputs and intermediate models, kept (default: a temporary folder)")
-    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--params", default="params.yaml", help="the pipeline's params (sections finn, features)")
     p.add_argument("--enabled", choices=["true", "false"], help="override params finn.enabled")
     return p.parse_args()
 

@@ -14,17 +14,17 @@ import json
 import tempfile
 import time
 
-from kws.common import KwsError, atomic_path, run_cli
+from kws.common import KwsError, atomic_path, HelpFormatter, run_cli
 from kws.params import load_params
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--model", default="training_checkpoint/QONNX_model.onnx", help="QONNX model")
     p.add_argument("--bin_file_path", default="kws_bin_files", help="folder with y_labels.csv and tst_*.bin")
-    p.add_argument("--metrics", default="metrics/hls4ml.json")
+    p.add_argument("--metrics", default="metrics/hls4ml.json", help="the comparison's figures (JSON)")
     p.add_argument("--build_dir", help="hls4ml project folder, kept (default: a temporary folder, removed)")
-    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--params", default="params.yaml", help="the pipeline's params (sections hls4ml, features)")
     p.add_argument("--enabled", choices=["true", "false"], help="override params hls4ml.enabled")
     return p.parse_args()
 

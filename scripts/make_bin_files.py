@@ -11,13 +11,13 @@ import json
 from pathlib import Path
 
 from kws import bins
-from kws.common import KwsError, atomic_path, run_cli
+from kws.common import KwsError, atomic_path, HelpFormatter, run_cli
 from kws.params import load_params
 from kws.labels import NUM_CLASSES
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("command", nargs="?", choices=["make", "validate"], default="make",
                    help="make (default): write and validate BIN files; validate: check an existing folder")
     p.add_argument("--model", default="training_checkpoint/QONNX_model.onnx", help="QONNX model")
