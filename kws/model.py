@@ -5,6 +5,7 @@ training features -> dropout -> [Linear (no bias) -> BatchNorm -> quantized ReLU
 -> Linear 12. Dropout is training-only: the exported graph has none."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
@@ -12,6 +13,9 @@ from brevitas.inject.enum import QuantType, ScalingImplType
 from brevitas.nn import QuantIdentity, QuantLinear, QuantReLU
 from brevitas.quant.scaled_int import Int8ActPerTensorFloat, Int8WeightPerTensorFloat, Uint8ActPerTensorFloat
 from torch import nn
+
+# Brevitas' graph tools announce, on import, a CUDA kernel package this CPU-only MLP never uses
+warnings.filterwarnings("ignore", message="fast_hadamard_transform package not found")
 
 from kws import params
 from kws.common import KwsError
