@@ -2,16 +2,16 @@
 import argparse
 import json
 
-from kws.common import KwsError, run_cli
+from kws.common import HelpFormatter, KwsError, run_cli
 from kws.params import load_params
 from kws.dataset import make_dataset
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--params", default="params.yaml", help="the pipeline's params (section dataset)")
     ap.add_argument("--corpus", default="data/synthetic_corpus", help="read when dataset.source is synthetic")
-    ap.add_argument("--out", default="data/dataset")
+    ap.add_argument("--out", default="data/dataset", help="folder to write {train,validation,test}.npz, background_noise.npz, summary.json")
     args = ap.parse_args()
     cfg = load_params(args.params).get("dataset")
     if not isinstance(cfg, dict):

@@ -4,16 +4,16 @@ import argparse
 import json
 import time
 
-from kws.common import run_cli
+from kws.common import HelpFormatter, run_cli
 from kws.params import load_params
 from kws.synthetic import build_corpus, write_unused
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--out", default="data/synthetic_corpus")
-    ap.add_argument("--workers", type=int, default=2)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--params", default="params.yaml", help="the pipeline's params (sections seed, synthetic, dataset.source)")
+    ap.add_argument("--out", default="data/synthetic_corpus", help="folder to write the two archives and README.txt")
+    ap.add_argument("--workers", type=int, default=2, help="TTS processes in parallel (the bytes do not depend on it)")
     args = ap.parse_args()
     params = load_params(args.params)
     source = params.get("dataset", {}).get("source")
