@@ -1,6 +1,7 @@
 import copy
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -317,3 +318,56 @@ def test_run_training_caps_the_kernels_before_torch_loads():
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[-len(keys) - 1:] == [value for _, value in KERNEL_CAPS] + ["False"]
+
+
+def _cli_train(features: Path, out: Path, params: dict, env: dict | None = None, one_cpu: bool = False,
+               **popen) -> subprocess.Popen:
+    """scripts/run_training.py as the train stage runs it, in a fresh process (OpenMP reads its
+    variables when torch loads); one_cpu: bound to the first CPU it may use."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "params.yaml").write_text(yaml.safe_dump(params))
+    cpu = min(os.sched_getaffinity(0)) if one_cpu else None
+
+    def child_setup():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a shell's background job starts with SIGINT ignored
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_", "GOMP_")) and k != "DET_MASTER"}
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "scripts/run_training.py"), "--params", str(out / "params.yaml"),
+         "--features", str(features), "--checkpoints", str(out / "checkpoints"),
+         "--metrics", str(out / "metrics.json"), "--plots", str(out / "train.csv")],
+        cwd=out, env={**clean, "PYTHONPATH": str(REPO), **(env or {})}, preexec_fn=child_setup, text=True, **popen)
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != "params.yaml"}
+
+
+CLI_PARAMS = tiny_params(epochs=2, batch_size=512)  # the recipe's batch: its reductions run on 2 threads
+
+
+def _cli_outputs(features: Path, out: Path, **kw) -> dict[str, bytes]:
+    proc = _cli_train(features, out, CLI_PARAMS, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return _outputs(out)
+
+
+@pytest.fixture(scope="module")
+def plain_cli_outputs(blobs, tmp_path_factory):
+    return _cli_outputs(blobs, tmp_path_factory.mktemp("plain"))
+
+
+# OMP_DYNAMIC=true: libgomp gives each parallel region (CPUs it may use - 15-minute load average)
+# threads, so a busy machine, or here deterministically a process bound to one CPU, trained on one
+# thread: other bytes than the pinned two. OMP_THREAD_LIMIT=1 caps the threads the same way.
+@pytest.mark.parametrize("env,one_cpu", [({"OMP_DYNAMIC": "true"}, True), ({"OMP_THREAD_LIMIT": "1"}, False)],
+                         ids=["omp_dynamic_one_cpu", "omp_thread_limit_1"])
+def test_cli_training_is_bit_identical_whatever_openmp_is_told(blobs, tmp_path, plain_cli_outputs, env, one_cpu):
+    told = _cli_outputs(blobs, tmp_path, env=env, one_cpu=one_cpu)
+    assert list(told) == list(plain_cli_outputs)
+    differing = [name for name in told if told[name] != plain_cli_outputs[name]]
+    assert not differing, f"{env}{' on one CPU' if one_cpu else ''}: other bytes in {differing}"
