@@ -89,7 +89,7 @@ def _run(blobs_data, folder, params, stop_at=None):
 # (warm-up epochs, interrupted after epoch, Unknown share): plain, within the warm-up, at its end;
 # all Unknown clips every epoch, or a fresh draw of them
 @pytest.mark.parametrize("warmup,stop_at,share", [(0, 2, 1.0), (0, 2, 0.3), (2, 1, 0.3), (2, 2, 1.0)])
-def test_resume_after_interruption_is_bit_exact(blobs, tmp_path, warmup, stop_at, share):
+def test_resume_after_interruption_is_bit_identical(blobs, tmp_path, warmup, stop_at, share):
     data = T.load_features(blobs)
     params = tiny_params(epochs=3, warmup_epochs=warmup, unknown_share=share)
     params["model"]["hidden_layers"] = [64, 64]
@@ -102,12 +102,15 @@ def test_resume_after_interruption_is_bit_exact(blobs, tmp_path, warmup, stop_at
     assert hist == ref_hist and metrics == ref_metrics
     for (k, a), (_, b) in zip(ref_model.state_dict().items(), model.state_dict().items()):
         assert torch.equal(a, b), k
-    sa = torch.load(next((tmp_path / "a").glob("*/state.pt")), weights_only=False)
-    sb = torch.load(next((tmp_path / "b").glob("*/state.pt")), weights_only=False)
+    path_a, path_b = next((tmp_path / "a").glob("*/state.pt")), next((tmp_path / "b").glob("*/state.pt"))
+    sa, sb = torch.load(path_a, weights_only=False), torch.load(path_b, weights_only=False)
     for k in sa["optimizer"]["state"]:
         for name in ("exp_avg", "exp_avg_sq", "step"):
             assert torch.equal(sa["optimizer"]["state"][k][name], sb["optimizer"]["state"][k][name])
     assert sa["scheduler"] == sb["scheduler"]
+    # the file too: torch.save writes a string it has seen as a back-reference, and the resumed
+    # history's keys came from the unpickler, not the code's literals (other bytes, same values)
+    assert path_a.read_bytes() == path_b.read_bytes()
 
 
 def test_warmup_trains_at_its_bit_width_then_at_the_models(blobs, tmp_path):
@@ -371,3 +374,30 @@ def test_cli_training_is_bit_identical_whatever_openmp_is_told(blobs, tmp_path, 
     assert list(told) == list(plain_cli_outputs)
     differing = [name for name in told if told[name] != plain_cli_outputs[name]]
     assert not differing, f"{env}{' on one CPU' if one_cpu else ''}: other bytes in {differing}"
+
+
+def test_ctrl_c_says_which_epoch_is_kept_in_one_line_and_a_rerun_resumes(blobs, tmp_path):
+    params = tiny_params(epochs=400, warmup_epochs=0)  # far longer than the test waits
+    params["model"]["hidden_layers"] = [32]
+    out = tmp_path / "run"
+    proc = _cli_train(blobs, out, params, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not T.list_local_checkpoints(out / "checkpoints"):
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint made"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1].split("\r")[-1]  # after the progress bar's redraws
+    kept = T.list_local_checkpoints(out / "checkpoints")
+    assert len(kept) == 1 and last == f"interrupted after epoch {kept[0][0]}; rerun to resume", err
+    assert not (out / "metrics.json").exists()
+    # what it says: the rerun resumes there (and is interrupted again, to keep the test short)
+    proc = _cli_train(blobs, out, params, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    while "resuming" not in (line := proc.stderr.readline()):
+        assert line, "the rerun ended without resuming"
+    assert f"resuming from checkpoint epoch-{kept[0][0]:04d} after epoch {kept[0][0]}" in line
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err
