@@ -106,7 +106,7 @@ def main():
         print(f"{cond:4s} s/epoch: {' '.join(f'{t:.2f}' for t in ts)}  median {statistics.median(ts):.2f}")
     ratio = statistics.median(per_epoch["busy"]) / statistics.median(per_epoch["idle"])
     print(f"busy/idle: {ratio:.2f}x (target <= 2); checkpoint bytes equal in all {sum(map(len, runs.values()))} "
-          f"trainings: {len(hashes) == 1}")
+          f"trainings: {len(hashes) == 1} (sha256 {', '.join(sorted(h[:12] for h in hashes))})")
 
 
 if __name__ == "__main__":

@@ -279,7 +279,7 @@ def test_experiment_config_sweep():
 
 
 def test_unreachable_master_fails_fast_with_one_line(tmp_path):
-    env = dict(os.environ, DET_MASTER="http://127.0.0.1:9")
+    env = dict(os.environ, DET_MASTER="http://127.0.0.1:9", PYTHONPATH=str(REPO))  # this checkout's kws
     t0 = time.monotonic()
     r = subprocess.run([sys.executable, str(REPO / "scripts/run_training.py"), "--params", str(REPO / "params.yaml"),
                         "--experiment-file", str(tmp_path / "experiment_number.txt")],
@@ -292,7 +292,7 @@ def test_unreachable_master_fails_fast_with_one_line(tmp_path):
 def test_cli_missing_features_one_line(tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "scripts/run_training.py"), "--params", str(REPO / "params.yaml"),
                         "--features", str(tmp_path / "none")], cwd=tmp_path, capture_output=True, text=True,
-                       env={k: v for k, v in os.environ.items() if k != "DET_MASTER"})
+                       env={**{k: v for k, v in os.environ.items() if k != "DET_MASTER"}, "PYTHONPATH": str(REPO)})
     assert r.returncode == 1 and r.stderr.strip().count("\n") == 0 and "train.npz" in r.stderr
     assert not (tmp_path / "metrics").exists() and not (tmp_path / "checkpoints").exists()
 
