@@ -93,6 +93,7 @@ def main():
     args = ap.parse_args()
     if args.child:
         return child(args)
+    load_before = os.getloadavg()[0]  # what else runs: the idle figure is only as idle as the machine
     runs = {"idle": [], "busy": []}
     for _ in range(args.repeats):
         for cond in ("idle", "busy"):
@@ -101,7 +102,7 @@ def main():
     hashes = {r["sha256"] for rs in runs.values() for r in rs}
     print(f"{args.samples} training samples, {args.epochs} epochs per training ({args.epochs - 1} timed), "
           f"{args.repeats} idle/busy pairs, OMP_WAIT_POLICY {args.wait_policy}, "
-          f"threads {args.threads or 'pinned'}, load average before {os.getloadavg()[0]:.1f}")
+          f"threads {args.threads or 'pinned'}, 1-minute load average before {load_before:.1f}")
     for cond, ts in per_epoch.items():
         print(f"{cond:4s} s/epoch: {' '.join(f'{t:.2f}' for t in ts)}  median {statistics.median(ts):.2f}")
     ratio = statistics.median(per_epoch["busy"]) / statistics.median(per_epoch["idle"])
