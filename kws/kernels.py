@@ -13,7 +13,7 @@ that thread count's bytes; OMP_THREAD_LIMIT below 2 caps it the same way (docs/r
 
 OMP_WAIT_POLICY=PASSIVE only changes speed: an OpenMP thread that waits for its partner sleeps
 at once instead of spinning. With libgomp's default spinning, two training threads beside one
-busy core took 2.8x as long per epoch, passive 1.1x, with the same bytes (bench/bench_busy_core.py)."""
+busy core took 2.95x as long per epoch, passive 1.15-1.41x, with the same bytes (bench/bench_busy_core.py)."""
 import os
 
 KERNEL_CAPS = (("MKL_CBWR", "AVX2"), ("ATEN_CPU_CAPABILITY", "avx2"), ("ONEDNN_MAX_CPU_ISA", "AVX2"))
