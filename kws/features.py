@@ -49,11 +49,24 @@ LFBE_PREEMPHASIS = 1 - 2**-5
 LFBE_POWER_OFFSET = 52
 
 
+# TensorFlow sizes its thread pools by the CPUs the process may use, and the shards they split
+# an op into decide which values take Eigen's vectorised or scalar path (log, ...): bound to one
+# CPU, the tiny pipeline's features came out up to 2e-6 apart. Pinned at the thread count of the
+# 2-CPU machines that made dvc.lock, so taskset, a cpuset or more cores give the same bytes.
+TF_THREADS = 2
+
+
 def _tf():
     # imported lazily: input errors surface in well under a second, before TF's start-up and logs
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
+    if tf.config.threading.get_intra_op_parallelism_threads() != TF_THREADS:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(TF_THREADS)
+            tf.config.threading.set_inter_op_parallelism_threads(TF_THREADS)
+        except RuntimeError:  # TF already ran in this process (a test of another module): as it is
+            pass
     return tf
 
 

@@ -1,20 +1,39 @@
-"""CPU kernel caps for reproducible training; imported before torch, so no torch here.
+"""CPU kernel caps and OpenMP settings for reproducible training; imported before torch, so no torch here.
 
 MKL, oneDNN and PyTorch pick their kernels by CPU (AVX2, AVX-512, ...), and the kernels round
 differently: the same params trained on an AVX-512 machine gave another model (67.0% vs 65.5% on
 the real clips). Capped at AVX2 before torch loads, the trained bytes should not depend on the
-CPU model (any x86-64 CPU since 2013); a variable already set by the user wins."""
+CPU model (any x86-64 CPU since 2013); a variable already set by the user wins.
+
+The thread count decides the bytes too (threads split the reductions into other partial sums),
+and kws.train pins it. Two OpenMP variables would undo the pin, so a user's value does not win:
+OMP_DYNAMIC=true lets libgomp size every parallel region as (CPUs - 15-minute load average), so
+on a busy machine, or a process bound to one CPU, training silently ran on one thread and wrote
+that thread count's bytes; OMP_THREAD_LIMIT below 2 caps it the same way (docs/reproducibility.md).
+
+OMP_WAIT_POLICY=PASSIVE only changes speed: an OpenMP thread that waits for its partner sleeps
+at once instead of spinning. With libgomp's default spinning, two training threads beside one
+busy core took 2.95x as long per epoch, passive 1.15-1.41x, with the same bytes (bench/bench_busy_core.py)."""
 import os
 
 KERNEL_CAPS = (("MKL_CBWR", "AVX2"), ("ATEN_CPU_CAPABILITY", "avx2"), ("ONEDNN_MAX_CPU_ISA", "AVX2"))
+THREAD_PINS = (("OMP_DYNAMIC", "FALSE"), ("MKL_DYNAMIC", "FALSE"))  # set whatever the user set
+THREAD_LIMITS = ("OMP_THREAD_LIMIT",)  # removed: training pins its own thread count
+SPEED = (("OMP_WAIT_POLICY", "PASSIVE"),)  # the user's value wins: no effect on the bytes
 
 
 def cap_cpu_kernels() -> None:
     """Call before torch is imported: the libraries read these variables once, when they load."""
-    for key, value in KERNEL_CAPS:
+    for key, value in KERNEL_CAPS + SPEED:
         os.environ.setdefault(key, value)
+    for key, value in THREAD_PINS:
+        os.environ[key] = value
+    for key in THREAD_LIMITS:
+        os.environ.pop(key, None)
 
 
 def kernel_settings() -> str:
-    """The caps in effect, for the training fingerprint (another cap trains other bytes)."""
-    return " ".join(f"{key}={os.environ.get(key)}" for key, _ in KERNEL_CAPS)
+    """The settings in effect that decide the bytes, for the training fingerprint (another cap
+    trains other bytes)."""
+    keys = [key for key, _ in KERNEL_CAPS + THREAD_PINS] + list(THREAD_LIMITS)
+    return " ".join(f"{key}={os.environ.get(key)}" for key in keys)

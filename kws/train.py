@@ -47,6 +47,14 @@ NON_RECIPE_KEYS = ("det_master", "searcher", "sweep")
 TRAIN_THREADS = 2
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training; `epoch` epochs are checkpointed (the CLI says so on one line)."""
+
+    def __init__(self, epoch: int):
+        super().__init__(f"interrupted after epoch {epoch}; rerun to resume")
+        self.epoch = epoch
+
+
 @dataclass
 class Splits:
     x: dict[str, torch.Tensor]  # model layout (N, 1, coeffs, frames)
@@ -197,9 +205,26 @@ def list_local_checkpoints(ckpt_dir: str | os.PathLike) -> list[tuple[int, str, 
     return sorted(found, key=lambda t: t[0])
 
 
+def _canonical(obj):
+    """`obj` rebuilt with every string interned. torch.save pickles an object it has written
+    before as a back-reference, so its bytes depend on which equal strings are one object: a
+    resumed run's history rows have the unpickler's keys, a fresh run's the code's literals, and
+    equal states gave other state.pt bytes. Interned, equal strings are always one object."""
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, dict):  # dict, OrderedDict (state_dict's _metadata holds module versions)
+        out = type(obj)((_canonical(k), _canonical(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):
+            out._metadata = _canonical(obj._metadata)
+        return out
+    if type(obj) in (list, tuple):
+        return type(obj)(_canonical(v) for v in obj)
+    return obj
+
+
 def _save(core_context, state: dict, metadata: dict) -> str:
     buf = io.BytesIO()
-    torch.save(state, buf)
+    torch.save(_canonical(state), buf)
     with core_context.checkpoint.store_path(metadata) as (path, storage_id):
         (Path(path) / STATE_FILE).write_bytes(buf.getvalue())
     return storage_id
@@ -361,44 +386,52 @@ def train(
     x, y = data.x, data.y
     bar = tqdm(range(start, tp["epochs"]), initial=start, total=tp["epochs"], desc="train", unit="epoch",
                disable=not progress, file=sys.stderr)
-    for epoch in bar:
-        if tp["warmup_epochs"] and epoch == tp["warmup_epochs"]:  # warm-up over: same weights and optimizer state
-            model, optimizer, scheduler = _requantized(model, optimizer, scheduler, cfg, tp)
-        lr = optimizer.param_groups[0]["lr"]
-        train_loss = train_epoch(model, optimizer, train_criterion, x["train"], y["train"], tp["batch_size"], gen, aug,
-                                 tp["unknown_share"])
-        scheduler.step()
-        val_loss, val_acc = evaluate(model, x["validation"], y["validation"], criterion)
-        row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr}
-        history.append(row)
-        bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{val_acc:.3f}")
-        core_context.train.report_training_metrics(steps_completed=epoch + 1, metrics={"train_loss": train_loss})
-        core_context.train.report_validation_metrics(
-            steps_completed=epoch + 1, metrics={"val_loss": val_loss, "val_accuracy": val_acc, TIME_METRIC: epoch + 1})
-        if core_context.distributed.rank == 0:
-            state = {
-                "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-                "gen_rng": gen.get_state(), "history": history, "fingerprint": fp,
-                # during the warm-up, the warm-up's bit widths: export refuses such a checkpoint
-                "model_config": epoch_cfg(epoch).to_dict(), "input_clip": [lo, hi], "hp": hp,
-            }
-            meta = {"steps_completed": epoch + 1, "fingerprint": fp, "model_config": epoch_cfg(epoch).to_dict()}
-            new_id = _save(core_context, state, meta)
-            if local_dir:
-                # Determined names checkpoints with random uuids; naming them by epoch keeps the
-                # DVC-tracked folder byte-identical across runs
-                stable_id = f"epoch-{epoch + 1:04d}"
-                os.replace(Path(local_dir) / new_id, Path(local_dir) / stable_id)
-                new_id = stable_id
-                for _, sid, _ in list_local_checkpoints(local_dir):
-                    if sid != new_id:
-                        core_context.checkpoint.delete(sid)
-        core_context.train.report_progress((epoch + 1) / tp["epochs"])
-        if epoch_end is not None:
-            epoch_end(epoch + 1)
-        if core_context.preempt.should_preempt():
-            return model, {}, history  # the cluster resumes us from the checkpoint just made
+    saved = start  # epochs with a complete checkpoint: what a rerun resumes from
+    try:
+        for epoch in bar:
+            if tp["warmup_epochs"] and epoch == tp["warmup_epochs"]:  # warm-up over: same weights and optimizer state
+                model, optimizer, scheduler = _requantized(model, optimizer, scheduler, cfg, tp)
+            lr = optimizer.param_groups[0]["lr"]
+            train_loss = train_epoch(model, optimizer, train_criterion, x["train"], y["train"], tp["batch_size"], gen,
+                                     aug, tp["unknown_share"])
+            scheduler.step()
+            val_loss, val_acc = evaluate(model, x["validation"], y["validation"], criterion)
+            row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_acc,
+                   "lr": lr}
+            history.append(row)
+            bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{val_acc:.3f}")
+            core_context.train.report_training_metrics(steps_completed=epoch + 1, metrics={"train_loss": train_loss})
+            core_context.train.report_validation_metrics(
+                steps_completed=epoch + 1, metrics={"val_loss": val_loss, "val_accuracy": val_acc,
+                                                     TIME_METRIC: epoch + 1})
+            if core_context.distributed.rank == 0:
+                state = {
+                    "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+                    "gen_rng": gen.get_state(), "history": history, "fingerprint": fp,
+                    # during the warm-up, the warm-up's bit widths: export refuses such a checkpoint
+                    "model_config": epoch_cfg(epoch).to_dict(), "input_clip": [lo, hi], "hp": hp,
+                }
+                meta = {"steps_completed": epoch + 1, "fingerprint": fp, "model_config": epoch_cfg(epoch).to_dict()}
+                new_id = _save(core_context, state, meta)
+                saved = epoch + 1
+                if local_dir:
+                    # Determined names checkpoints with random uuids; naming them by epoch keeps the
+                    # DVC-tracked folder byte-identical across runs
+                    stable_id = f"epoch-{epoch + 1:04d}"
+                    os.replace(Path(local_dir) / new_id, Path(local_dir) / stable_id)
+                    new_id = stable_id
+                    for _, sid, _ in list_local_checkpoints(local_dir):
+                        if sid != new_id:
+                            core_context.checkpoint.delete(sid)
+            core_context.train.report_progress((epoch + 1) / tp["epochs"])
+            if epoch_end is not None:
+                epoch_end(epoch + 1)
+            if core_context.preempt.should_preempt():
+                return model, {}, history  # the cluster resumes us from the checkpoint just made
+    except KeyboardInterrupt:
+        bar.close()
+        raise Interrupted(saved) from None
     bar.close()
 
     return model, final_metrics(model, cfg, hp, data, (lo, hi), fp), history

@@ -2,6 +2,7 @@
 (or params train.det_master) set, the same code submitted to a Determined cluster."""
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from kws.kernels import cap_cpu_kernels
@@ -44,5 +45,15 @@ def main() -> None:
               f"input scale {m['input_scale']:.5f}")
 
 
+def interruptible(main) -> None:
+    """Ctrl-C: one line saying what is kept (checkpoints are made every epoch) and exit status
+    130, as a shell reports an interrupted command; not a traceback from wherever torch was."""
+    try:
+        main()
+    except KeyboardInterrupt as e:
+        print(e if str(e) else "interrupted; rerun to resume", file=sys.stderr)
+        sys.exit(130)
+
+
 if __name__ == "__main__":
-    run_cli(main)
+    interruptible(lambda: run_cli(main))

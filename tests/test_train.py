@@ -1,6 +1,7 @@
 import copy
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -89,7 +90,7 @@ def _run(blobs_data, folder, params, stop_at=None):
 # (warm-up epochs, interrupted after epoch, Unknown share): plain, within the warm-up, at its end;
 # all Unknown clips every epoch, or a fresh draw of them
 @pytest.mark.parametrize("warmup,stop_at,share", [(0, 2, 1.0), (0, 2, 0.3), (2, 1, 0.3), (2, 2, 1.0)])
-def test_resume_after_interruption_is_bit_exact(blobs, tmp_path, warmup, stop_at, share):
+def test_resume_after_interruption_is_bit_identical(blobs, tmp_path, warmup, stop_at, share):
     data = T.load_features(blobs)
     params = tiny_params(epochs=3, warmup_epochs=warmup, unknown_share=share)
     params["model"]["hidden_layers"] = [64, 64]
@@ -102,12 +103,15 @@ def test_resume_after_interruption_is_bit_exact(blobs, tmp_path, warmup, stop_at
     assert hist == ref_hist and metrics == ref_metrics
     for (k, a), (_, b) in zip(ref_model.state_dict().items(), model.state_dict().items()):
         assert torch.equal(a, b), k
-    sa = torch.load(next((tmp_path / "a").glob("*/state.pt")), weights_only=False)
-    sb = torch.load(next((tmp_path / "b").glob("*/state.pt")), weights_only=False)
+    path_a, path_b = next((tmp_path / "a").glob("*/state.pt")), next((tmp_path / "b").glob("*/state.pt"))
+    sa, sb = torch.load(path_a, weights_only=False), torch.load(path_b, weights_only=False)
     for k in sa["optimizer"]["state"]:
         for name in ("exp_avg", "exp_avg_sq", "step"):
             assert torch.equal(sa["optimizer"]["state"][k][name], sb["optimizer"]["state"][k][name])
     assert sa["scheduler"] == sb["scheduler"]
+    # the file too: torch.save writes a string it has seen as a back-reference, and the resumed
+    # history's keys came from the unpickler, not the code's literals (other bytes, same values)
+    assert path_a.read_bytes() == path_b.read_bytes()
 
 
 def test_warmup_trains_at_its_bit_width_then_at_the_models(blobs, tmp_path):
@@ -284,7 +288,7 @@ def test_experiment_config_sweep():
 
 
 def test_unreachable_master_fails_fast_with_one_line(tmp_path):
-    env = dict(os.environ, DET_MASTER="http://127.0.0.1:9")
+    env = dict(os.environ, DET_MASTER="http://127.0.0.1:9", PYTHONPATH=str(REPO))  # this checkout's kws
     t0 = time.monotonic()
     r = subprocess.run([sys.executable, str(REPO / "scripts/run_training.py"), "--params", str(REPO / "params.yaml"),
                         "--experiment-file", str(tmp_path / "experiment_number.txt")],
@@ -299,7 +303,7 @@ def test_unreachable_master_fails_fast_with_one_line(tmp_path):
 def test_cli_missing_features_one_line(tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "scripts/run_training.py"), "--params", str(REPO / "params.yaml"),
                         "--features", str(tmp_path / "none")], cwd=tmp_path, capture_output=True, text=True,
-                       env={k: v for k, v in os.environ.items() if k != "DET_MASTER"})
+                       env={**{k: v for k, v in os.environ.items() if k != "DET_MASTER"}, "PYTHONPATH": str(REPO)})
     assert r.returncode == 1 and r.stderr.strip().count("\n") == 0 and "train.npz" in r.stderr
     assert not (tmp_path / "metrics").exists() and not (tmp_path / "checkpoints").exists()
 
@@ -328,3 +332,83 @@ def test_run_training_caps_the_kernels_before_torch_loads():
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[-len(keys) - 1:] == [value for _, value in KERNEL_CAPS] + ["False"]
+
+
+def _cli_train(features: Path, out: Path, params: dict, env: dict | None = None, one_cpu: bool = False,
+               **popen) -> subprocess.Popen:
+    """scripts/run_training.py as the train stage runs it, in a fresh process (OpenMP reads its
+    variables when torch loads); one_cpu: bound to the first CPU it may use."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "params.yaml").write_text(yaml.safe_dump(params))
+    cpu = min(os.sched_getaffinity(0)) if one_cpu else None
+
+    def child_setup():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a shell's background job starts with SIGINT ignored
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_", "GOMP_")) and k != "DET_MASTER"}
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "scripts/run_training.py"), "--params", str(out / "params.yaml"),
+         "--features", str(features), "--checkpoints", str(out / "checkpoints"),
+         "--metrics", str(out / "metrics.json"), "--plots", str(out / "train.csv")],
+        cwd=out, env={**clean, "PYTHONPATH": str(REPO), **(env or {})}, preexec_fn=child_setup, text=True, **popen)
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != "params.yaml"}
+
+
+CLI_PARAMS = tiny_params(epochs=2, batch_size=512)  # the recipe's batch: its reductions run on 2 threads
+
+
+def _cli_outputs(features: Path, out: Path, **kw) -> dict[str, bytes]:
+    proc = _cli_train(features, out, CLI_PARAMS, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return _outputs(out)
+
+
+@pytest.fixture(scope="module")
+def plain_cli_outputs(blobs, tmp_path_factory):
+    return _cli_outputs(blobs, tmp_path_factory.mktemp("plain"))
+
+
+# OMP_DYNAMIC=true: libgomp gives each parallel region (CPUs it may use - 15-minute load average)
+# threads, so a busy machine, or here deterministically a process bound to one CPU, trained on one
+# thread: other bytes than the pinned two. OMP_THREAD_LIMIT=1 caps the threads the same way.
+@pytest.mark.parametrize("env,one_cpu", [({"OMP_DYNAMIC": "true"}, True), ({"OMP_THREAD_LIMIT": "1"}, False)],
+                         ids=["omp_dynamic_one_cpu", "omp_thread_limit_1"])
+def test_cli_training_is_bit_identical_whatever_openmp_is_told(blobs, tmp_path, plain_cli_outputs, env, one_cpu):
+    told = _cli_outputs(blobs, tmp_path, env=env, one_cpu=one_cpu)
+    assert list(told) == list(plain_cli_outputs)
+    differing = [name for name in told if told[name] != plain_cli_outputs[name]]
+    assert not differing, f"{env}{' on one CPU' if one_cpu else ''}: other bytes in {differing}"
+
+
+def test_ctrl_c_says_which_epoch_is_kept_in_one_line_and_a_rerun_resumes(blobs, tmp_path):
+    params = tiny_params(epochs=400, warmup_epochs=0)  # far longer than the test waits
+    params["model"]["hidden_layers"] = [32]
+    out = tmp_path / "run"
+    proc = _cli_train(blobs, out, params, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not T.list_local_checkpoints(out / "checkpoints"):
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint made"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1].split("\r")[-1]  # after the progress bar's redraws
+    kept = T.list_local_checkpoints(out / "checkpoints")
+    assert len(kept) == 1 and last == f"interrupted after epoch {kept[0][0]}; rerun to resume", err
+    assert not (out / "metrics.json").exists()
+    # what it says: the rerun resumes there (and is interrupted again, to keep the test short)
+    proc = _cli_train(blobs, out, params, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    while "resuming" not in (line := proc.stderr.readline()):
+        assert line, "the rerun ended without resuming"
+    assert f"resuming from checkpoint epoch-{kept[0][0]:04d} after epoch {kept[0][0]}" in line
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err
