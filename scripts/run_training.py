@@ -9,21 +9,21 @@ from kws.kernels import cap_cpu_kernels
 
 cap_cpu_kernels()  # before anything imports torch
 
-from kws.common import run_cli
+from kws.common import HelpFormatter, run_cli
 from kws.params import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--params", default="params.yaml", help="the pipeline's params (sections seed, model, train)")
     ap.add_argument("--features", default="data/features", help="folder with {train,validation,test}.npz")
     ap.add_argument("--checkpoints", default="checkpoints", help="local checkpoint folder (DVC out)")
-    ap.add_argument("--metrics", default="metrics/train.json")
-    ap.add_argument("--plots", default="plots/train.csv")
-    ap.add_argument("--template", default=str(REPO / "kws_tf_template_finn.yaml"), help="cluster only")
-    ap.add_argument("--experiment-file", default="experiment_number.txt", help="cluster only")
+    ap.add_argument("--metrics", default="metrics/train.json", help="final accuracies and losses (JSON)")
+    ap.add_argument("--plots", default="plots/train.csv", help="per-epoch losses and accuracy (CSV)")
+    ap.add_argument("--template", default=str(REPO / "kws_tf_template_finn.yaml"), help="cluster only: the experiment config template")
+    ap.add_argument("--experiment-file", default="experiment_number.txt", help="cluster only: where the experiment id is written")
     ap.add_argument("--no-wait", action="store_true", help="cluster only: return after submitting")
     ap.add_argument("--trial", action="store_true", help="internal: run as a trial inside the cluster")
     args = ap.parse_args()
