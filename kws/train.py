@@ -14,6 +14,7 @@ import hashlib
 import importlib
 import io
 import json
+import logging
 import math
 import os
 import sys
@@ -499,6 +500,10 @@ def local_context(ckpt_dir: str | os.PathLike):
 
     ckpt_dir = Path(ckpt_dir).resolve()
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    # restoring a local checkpoint is a plain folder read; Determined's shared_fs storage warns that it
+    # ignores a file selector it is handed for that, on every resume
+    logging.getLogger("determined.common.storage.shared").addFilter(
+        lambda record: "Ignoring partial checkpoint download" not in record.getMessage())
     return core.init(checkpoint_storage=str(ckpt_dir))
 
 
