@@ -38,7 +38,7 @@ def main():
     params = load_params(args.params)
     base = FeatureConfig.from_params(params)
     if args.batch_size:
-        base = FeatureConfig(**{**base.__dict__, "batch_size": args.batch_size})
+        base = FeatureConfig(**{**base.model_dump(), "batch_size": args.batch_size})
     test = Path(args.dataset) / "test.npz"
     if test.is_file():
         d = load_split(test, base)
@@ -53,7 +53,7 @@ def main():
     print("| feature_type | noise mix (train path) | shape | clips/s |")
     print("|---|---|---|---|")
     for feature_type, train in (("mfcc", False), ("mfcc", True), ("lfbe", False), ("td_samples", False)):
-        cfg = FeatureConfig(**{**base.__dict__, "feature_type": feature_type})
+        cfg = FeatureConfig(**{**base.model_dump(), "feature_type": feature_type})
         mix = {}
         if train:
             plan = noise_plan(n, [len(r) for r in noise.values()], cfg, np.random.default_rng(0))

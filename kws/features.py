@@ -32,12 +32,13 @@ from __future__ import annotations
 import functools
 import os
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydantic import ConfigDict, model_validator
 from tqdm import tqdm
 
+from kws import params
 from kws.common import KwsError, atomic_path, save_npz
 from kws.labels import NUM_CLASSES
 
@@ -70,45 +71,26 @@ def _tf():
     return tf
 
 
-@dataclass(frozen=True)
-class FeatureConfig:
-    feature_type: str = "mfcc"
-    sample_rate: int = 16000
-    clip_duration_ms: int = 1000
-    window_size_ms: float = 30
-    window_stride_ms: float = 20
-    num_mel_bins: int = 40
-    lower_edge_hertz: float = 20.0
-    upper_edge_hertz: float = 4000.0
-    dct_coefficient_count: int = 10
-    background_frequency: float = 0.8
-    background_volume: float = 0.1
-    train_copies: int = 1
-    batch_size: int = 256
+class FeatureConfig(params.Features):
+    """The `features:` params section (kws.params holds the fields, their types and defaults) with
+    the sizes derived from it; frozen, so the traced TF graphs can be cached per config."""
 
-    def __post_init__(self):
-        if self.feature_type not in FEATURE_TYPES:
-            raise KwsError(f"features.feature_type: unknown {self.feature_type!r} (expected one of {', '.join(FEATURE_TYPES)})")
+    model_config = ConfigDict(frozen=True)
+
+    @model_validator(mode="after")
+    def _fits(self):
         if self.window_samples <= 0 or self.stride_samples <= 0 or self.desired_samples < self.window_samples:
-            raise KwsError("features: window_size_ms / window_stride_ms do not fit clip_duration_ms")
-        if not 0 <= self.background_frequency <= 1 or self.background_volume < 0:
-            raise KwsError("features: background_frequency must be in [0, 1] and background_volume >= 0")
-        if self.feature_type == "mfcc" and not 0 < self.dct_coefficient_count <= self.num_mel_bins:
-            raise KwsError("features.dct_coefficient_count: must be in [1, num_mel_bins]")
-        if isinstance(self.train_copies, bool) or not isinstance(self.train_copies, int) or self.train_copies < 1:
-            raise KwsError(f"features.train_copies: expected an integer >= 1, got {self.train_copies!r}")
-        if self.batch_size < 1:
-            raise KwsError("features.batch_size: must be >= 1")
+            raise ValueError("window_size_ms: window_size_ms / window_stride_ms do not fit clip_duration_ms")
+        if self.feature_type == "mfcc" and not self.dct_coefficient_count <= self.num_mel_bins:
+            raise ValueError("dct_coefficient_count: must be in [1, num_mel_bins]")
+        return self
 
     @classmethod
-    def from_params(cls, params: dict, feature_type: str | None = None) -> "FeatureConfig":
-        section = dict(params.get("features") or {})
-        unknown = sorted(set(section) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise KwsError(f"features: unknown params key {unknown[0]!r}")
+    def from_params(cls, params_: dict, feature_type: str | None = None) -> "FeatureConfig":
+        section = dict(params_.get("features") or {})
         if feature_type is not None:
             section["feature_type"] = feature_type
-        return cls(**section)
+        return params.section(cls, section, "features")
 
     @property
     def desired_samples(self) -> int:

@@ -214,7 +214,7 @@ def test_train_copies_are_fresh_noise_draws_of_the_same_clips(tmp_path):
     ("wrong_dtype", "test.npz: audio must be int16"),
     ("bad_length", "train.npz: length must be"),
     ("missing_noise", "background_noise.npz: file not found"),
-    ("unknown_feature_type", "features.feature_type: unknown 'spectrogram'"),
+    ("unknown_feature_type", "params features.feature_type: expected 'mfcc', 'lfbe' or 'td_samples', got 'spectrogram'"),
 ])
 def test_bad_input_is_one_line_error(tmp_path, case, expected):
     data = write_dataset(tmp_path / "dataset")
