@@ -60,6 +60,10 @@ TF_THREADS = 2
 def _tf():
     # imported lazily: input errors surface in well under a second, before TF's start-up and logs
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow turns its oneDNN kernels on by default only on CPUs with AVX512_VNNI, AVX_VNNI or
+    # AMX, and they round otherwise than its Eigen kernels: off everywhere, one kernel path on every
+    # x86 CPU (docs/reproducibility.md). Set before TensorFlow loads; it reads it once.
+    os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
     import tensorflow as tf
 
     if tf.config.threading.get_intra_op_parallelism_threads() != TF_THREADS:
