@@ -143,7 +143,8 @@ def test_make_dataset_contract_and_bytes(tmp_path):
 
 def test_synthetic_source(tmp_path):
     cfg = {"num_speakers": 3, "takes_per_word": 1, "validation_fraction": 0.2, "test_fraction": 0.2,
-           "noise_seconds": 2, "test_silence_clips": 4, "test_unknown_clips": 3}
+           "noise_seconds": 2, "test_silence_clips": 4, "test_unknown_clips": 3,
+           "engines": {"espeak": 1}, "other_words_per_speaker": 25}  # every speaker says all 35 words
     synthetic.build_corpus(tmp_path / "corpus", cfg, seed=1)
     dataset.make_dataset({"source": "synthetic"}, tmp_path / "ds", tmp_path / "corpus")
     s = json.loads((tmp_path / "ds" / "summary.json").read_text())["counts"]

@@ -251,7 +251,7 @@ def test_bad_inputs(trained, tmp_path):
     for opset in (20, 10, "18", True):
         bad = copy.deepcopy(trained["params"])
         bad["export"]["opset"] = opset
-        with pytest.raises(KwsError, match="params export.opset: expected an integer from 11 to 18"):
+        with pytest.raises(KwsError, match="params export.opset: expected"):
             run_export(bad, trained["features"], tmp_path / "m.onnx", tmp_path / "e.json", ckpt_dir=tmp_path)
     (tmp_path / "x").mkdir()
     (tmp_path / "x/state.pt").write_bytes(b"not torch")

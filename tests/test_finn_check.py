@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import yaml
 
 from kws import bins
 from kws import finn_check as F
@@ -40,7 +41,7 @@ def finn_env() -> tuple[Path, Path]:
 def run_cli(tmp: Path, model: Path, bin_dir: Path, finn: dict | None = None, *extra: str):
     params = copy.deepcopy(PARAMS)
     params["finn"] = {**params["finn"], **(finn or {})}
-    (tmp / "params.yaml").write_text(json.dumps(params))  # JSON is YAML
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     args = ["--params", str(tmp / "params.yaml"), "--model", str(model), "--bin_file_path", str(bin_dir),
             "--metrics", str(tmp / "metrics/finn.json"), "--layers", str(tmp / "reports/finn_layers.json"), *extra]
     return subprocess.run(SCRIPT + args, capture_output=True, text=True, cwd=REPO)
