@@ -25,7 +25,8 @@ import numpy as np
 os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would garble the table
 from qonnx.core.onnx_exec import execute_onnx
 
-from kws import bins
+from kws import bins, files, scoring
+from kws.qonnx_model import load_model
 from kws.common import atomic_path
 from kws.qonnx_model import input_name, input_quant
 
@@ -35,10 +36,10 @@ FIXTURE = Path(os.environ.get("KWS_FINN_FIXTURE", REPO.parent / "shared" / "fixt
 
 def load_samples(features: Path, model, n: int) -> tuple[np.ndarray, np.ndarray, str]:
     if features.is_file():
-        x, y = bins.load_features(features, "mfcc")
+        x, y = files.load_features(features, "mfcc")
         if len(x) >= n:
             return x[:n], y[:n], str(features)
-    names, labels, _ = bins.read_labels_csv(FIXTURE / "kws_bin_files" / bins.LABELS_CSV)
+    names, labels, _ = files.read_labels_csv(FIXTURE / "kws_bin_files" / files.LABELS_CSV)
     q = np.stack([np.fromfile(FIXTURE / "kws_bin_files" / f, dtype=np.int8) for f in names])
     x = input_quant(model).dequantize(q).reshape(-1, 10, 49).transpose(0, 2, 1)  # MLPerf layout
     reps = -(-n // len(x))
@@ -53,7 +54,7 @@ def seed_predictions(model, folder: Path, names: list[str]) -> np.ndarray:
     for f in names:
         q = np.fromfile(folder / f, dtype=quant.dtype).reshape(1, 1, 10, 49)
         logits.append(execute_onnx(model, {name: quant.dequantize(q)})[out_name].reshape(-1))
-    return bins.predict(np.stack(logits))[0]
+    return scoring.predict(np.stack(logits))[0]
 
 
 def main() -> None:
@@ -66,7 +67,7 @@ def main() -> None:
     p.add_argument("--tmpdir", default=str(REPO), help="where to write the BIN files (default: the repository, like the stage)")
     args = p.parse_args()
 
-    model = bins.load_model(args.model)
+    model = load_model(args.model)
     x, y, source = load_samples(Path(args.features), model, args.num_bin_files)
     make_t, val_t, seed_t, write_t = [], [], [], []
     with tempfile.TemporaryDirectory(dir=args.tmpdir, prefix=".bench_bins_") as tmp:
@@ -86,7 +87,7 @@ def main() -> None:
             # file creation alone, the floor of any BIN writer (the seed's included)
             raw = Path(tmp) / f"raw{len(write_t)}"
             raw.mkdir()
-            q = bins.read_bins(folder, result.names, (1, 1, 10, 49), np.int8)
+            q = files.read_bins(folder, result.names, (1, 1, 10, 49), np.int8)
             t = time.perf_counter()
             for name, sample in zip(result.names, q):
                 sample.tofile(raw / name)

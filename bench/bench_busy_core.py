@@ -38,14 +38,16 @@ def child(args) -> None:
     import numpy as np
     import torch
 
+    from kws import checkpoints as C
+
     from kws import train as T
-    from kws.common import load_params
-    from kws.model import to_model_input
+    from kws.params import load_params
+    from kws.files import to_model_layout
 
     rng = np.random.default_rng(0)
     x, y = {}, {}
     for split, n in (("train", args.samples), ("validation", args.samples // 8), ("test", 64)):
-        x[split] = torch.from_numpy(to_model_input(rng.normal(0, 10, (n, 49, 10)).astype(np.float32)))
+        x[split] = torch.from_numpy(to_model_layout(rng.normal(0, 10, (n, 49, 10)).astype(np.float32), (n, 1, 10, 49)))
         y[split] = torch.from_numpy(rng.integers(0, 12, n))
     params = load_params(REPO / "params.yaml")
     params["train"].update(epochs=args.epochs, warmup_epochs=1)
@@ -59,10 +61,10 @@ def child(args) -> None:
         last[0] = now
 
     with tempfile.TemporaryDirectory() as ckpt:
-        with T.local_context(ckpt) as ctx:
+        with C.local_context(ckpt) as ctx:
             T.train(ctx, T.recipe(params), T.Splits(x=x, y=y, digest="bench"), local_dir=ckpt,
                     epoch_end=epoch_end, progress=False)
-        state = next(Path(ckpt).glob(f"*/{T.STATE_FILE}")).read_bytes()
+        state = next(Path(ckpt).glob(f"*/{C.STATE_FILE}")).read_bytes()
     print(json.dumps({"epochs": times, "sha256": hashlib.sha256(state).hexdigest()}))
 
 

@@ -9,9 +9,12 @@ import time
 import numpy as np
 import torch
 
+from kws import checkpoints as C
+
 from kws import train as T
 from kws.params import load_params
-from kws.model import build_model, config_from_params, to_model_input
+from kws.files import to_model_layout
+from kws.model import build_model, config_from_params
 
 SIZES = {"train": 85_511, "validation": 10_102, "test": 4_890}  # Speech Commands v2, MLPerf Tiny splits
 
@@ -20,22 +23,22 @@ def random_splits(seed=0) -> T.Splits:
     rng = np.random.default_rng(seed)
     x, y = {}, {}
     for split, n in SIZES.items():
-        x[split] = torch.from_numpy(to_model_input(rng.normal(0, 10, (n, 49, 10)).astype(np.float32)))
+        x[split] = torch.from_numpy(to_model_layout(rng.normal(0, 10, (n, 49, 10)).astype(np.float32), (n, 1, 10, 49)))
         y[split] = torch.from_numpy(rng.integers(0, 12, n))
     return T.Splits(x=x, y=y, digest="bench")
 
 
 def bare_loop(params, data):
     """A plain PyTorch loop over the same model, recipe and tensors; yields once per epoch."""
-    mp, tp = params["model"], T.check_train_params(params["train"])
+    mp, tp = params["model"], T.train_params(params["train"])
     lo, hi, scale = T.input_range(data.x["train"], mp["input_clip_percentiles"], mp["input_bit_width"])
     torch.manual_seed(0)
     model = build_model(config_from_params(mp, tuple(data.x["train"].shape[1:]), scale))
-    opt = torch.optim.Adam(model.parameters(), lr=tp["lr"])
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tp["epochs"], eta_min=tp["eta_min"])
+    opt = torch.optim.Adam(model.parameters(), lr=tp.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tp.epochs, eta_min=tp.eta_min)
     crit = T.loss_function(data.y["train"], tp)  # the recipe's loss, as the project path uses
     gen = torch.Generator().manual_seed(0)
-    x, y, bs = data.x["train"], data.y["train"], tp["batch_size"]
+    x, y, bs = data.x["train"], data.y["train"], tp.batch_size
     xv, yv = data.x["validation"], data.y["validation"]
     while True:
         model.train()
@@ -78,7 +81,7 @@ def interleaved(params, data, epochs):
                 out[k][1].append(c() - now[k])
         resumed.update({k: c() for k, c in clocks.items()})
 
-    with tempfile.TemporaryDirectory() as ckpt, T.local_context(ckpt) as ctx:
+    with tempfile.TemporaryDirectory() as ckpt, C.local_context(ckpt) as ctx:
         T.train(ctx, hp, data, local_dir=ckpt, epoch_end=epoch_end)
     return out
 

@@ -18,15 +18,6 @@ class KwsError(Exception):
     """A user-facing error: the CLI prints its message on one line and exits non-zero."""
 
 
-def check_fraction(key: str, value, *, kept: bool = False) -> float:
-    """A params value in [0, 1): a share that is dropped or spread (dropout, smoothing); with
-    `kept`, in (0, 1]: a share that is kept (all of it, but not none). `key` is its dotted name."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not number or not (0 < value <= 1 if kept else 0 <= value < 1):
-        raise KwsError(f"params {key}: expected a number in {'(0, 1]' if kept else '[0, 1)'}, got {value!r}")
-    return float(value)
-
-
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling of `target` (file or folder) to write into; on success it

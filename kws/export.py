@@ -14,9 +14,9 @@ from torch import nn
 from kws import params
 from kws.common import KwsError, atomic_path
 from kws.model import ModelConfig, build_model, config_from_params
-from kws.qonnx_model import (DEFAULT_OPSET, FINN_RELEASE_RUNTIME, MAX_IR_VERSION, MAX_OPSET, MIN_OPSET,  # noqa: F401
-                             check_runtime_compatible, load_qonnx, run_batch)
-from kws.train import download_experiment_state, latest_local_state, load_features
+from kws.checkpoints import download_experiment_state, latest_local_state
+from kws.files import load_feature_splits, to_model_layout
+from kws.qonnx_model import check_runtime_compatible, load_qonnx, run_batch
 
 
 def model_from_state(state: dict, model_params: dict | None, source: str) -> tuple[nn.Module, ModelConfig]:
@@ -111,7 +111,7 @@ def compare(qonnx_model, reference: nn.Module, x: np.ndarray, atol: float) -> di
 
 
 def export_checked(model: nn.Module, out_path: str | os.PathLike, x_check: np.ndarray, atol: float,
-                   reference: nn.Module | None = None, opset: int = DEFAULT_OPSET):
+                   reference: nn.Module | None = None, opset: int = params.Export().opset):
     """brevitas -> QONNX (cleaned up) at out_path, stamped at ai.onnx `opset`, only if it matches
     `reference` (default: the exported model itself) on x_check and FINN's release runtime can
     load the written file. Returns (qonnx ModelWrapper, check stats)."""
@@ -150,13 +150,11 @@ def run_export(params: dict, features_dir, out_path, metrics_path, ckpt_dir=None
     else:
         state, source = latest_local_state(ckpt_dir)
     model, cfg = model_from_state(state, params.get("model"), str(source))
-    data = load_features(features_dir)
-    if tuple(data.x["validation"].shape[1:]) != cfg.input_shape:
-        raise KwsError(f"{features_dir}: features of model shape {tuple(data.x['validation'].shape[1:])} "
-                       f"do not fit the checkpoint's input {cfg.input_shape}")
-    x_check = data.x["validation"][:n_check].numpy()
-    qmodel, stats = export_checked(model, out_path, x_check, atol, opset=opset)
-    x_test, y_test = data.x["test"].numpy(), data.y["test"].numpy()
+    xs, ys, _ = load_feature_splits(features_dir)
+    x_val = to_model_layout(xs["validation"], (None, *cfg.input_shape), f"{features_dir}/validation.npz")
+    x_test = to_model_layout(xs["test"], (None, *cfg.input_shape), f"{features_dir}/test.npz")
+    qmodel, stats = export_checked(model, out_path, x_val[:n_check], atol, opset=opset)
+    y_test = ys["test"]
     test_acc = float(np.mean(run_batch(qmodel, x_test).argmax(1) == y_test))
     metrics = {**stats, "qonnx_test_accuracy": test_acc, "num_test": len(y_test),
                "epoch": int(state["epoch"]), "input_scale": cfg.input_scale}

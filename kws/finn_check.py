@@ -21,6 +21,7 @@ import numpy as np
 
 from kws import params
 from kws.common import KwsError, atomic_path
+from kws.scoring import is_tie
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = REPO / "finn_side" / "run_finn.py"
@@ -63,11 +64,6 @@ def find_finn_python(setting: str | os.PathLike | None = None) -> Path:
     if not os.access(python, os.X_OK):
         raise KwsError(f"{python}: FINN venv not built (run `make finn-venv`)")
     return python
-
-
-def is_tie(logits: np.ndarray) -> np.ndarray:
-    """Rows whose maximum is held by more than one class."""
-    return (logits == logits.max(axis=1, keepdims=True)).sum(axis=1) > 1
 
 
 def compare(reference: np.ndarray, logits: np.ndarray) -> dict:
@@ -117,15 +113,13 @@ def check(model_path, bin_dir, cfg: dict, out_dir, finn_root: Path, finn_python:
     """Run FINN on the model and the BIN files; (metrics, per-layer and per-graph detail).
     `passed` is true when every executed graph predicts what qonnx predicts here on the original
     model on every file, except where an exact tie decides (see compare)."""
-    from kws import bins
-    from kws.qonnx_model import check_runtime_compatible, input_quant, input_shape, run_batch
+    from kws.files import read_bin_folder
+    from kws.qonnx_model import check_runtime_compatible, input_quant, input_shape, load_model, run_batch
 
     bin_dir = Path(bin_dir)
-    model = bins.load_model(model_path)
+    model = load_model(model_path)
     check_runtime_compatible(model_path)  # one clear line instead of onnxruntime's inside FINN
-    files, labels, _ = bins.read_labels_csv(bin_dir / bins.LABELS_CSV)
-    iq = input_quant(model)
-    x = iq.dequantize(bins.read_bins(bin_dir, files, input_shape(model), bins.bin_dtype(iq, feature_type)))
+    files, labels, x = read_bin_folder(bin_dir, input_quant(model), input_shape(model), feature_type)
     reference = run_batch(model, x).astype(np.float64)
     result, logits = run_finn_side(Path(model_path), x, cfg, Path(out_dir), finn_root, finn_python)
 

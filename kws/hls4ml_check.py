@@ -53,9 +53,10 @@ from qonnx.custom_op.general.quant import quant as qonnx_quant
 from qonnx.transformation.infer_shapes import InferShapes
 from tqdm import tqdm
 
-from kws import bins
 from kws.common import KwsError
+from kws.files import read_bin_folder
 from kws.qonnx_model import input_name, input_quant, input_shape, run_batch
+from kws.scoring import is_tie, predict
 
 RESHAPES = ("Flatten", "Reshape")
 
@@ -391,20 +392,12 @@ def layer_precisions(hls_model) -> dict[str, dict[str, str]]:
 # ---------------------------------------------------------------- BIN files and the check
 
 
-def is_tie(logits: np.ndarray) -> np.ndarray:
-    """Rows whose maximum is held by more than one class (counted, not failed: see check)."""
-    return (logits == logits.max(axis=1, keepdims=True)).sum(axis=1) > 1
-
-
 def check(model: ModelWrapper, bin_dir: str | os.PathLike, build_dir: str | os.PathLike,
           feature_type: str = "mfcc", mantissa_bits: int = 23, backend: str = "Vitis") -> dict:
     """Run the hls4ml emulation and qonnx on every BIN file; metrics of their agreement.
     `passed` is true when predictions are identical on every file where neither side ties."""
     bin_dir = Path(bin_dir)
-    files, labels, _ = bins.read_labels_csv(bin_dir / bins.LABELS_CSV)
-    iq = input_quant(model)
-    q = bins.read_bins(bin_dir, files, input_shape(model), bins.bin_dtype(iq, feature_type))
-    x = iq.dequantize(q)
+    files, labels, x = read_bin_folder(bin_dir, input_quant(model), input_shape(model), feature_type)
     _check_supported(model)  # before the rewrite and the derivation: their errors are less direct
     rewritten = rewrite_for_hls4ml(model)
     precisions = derive_precisions(rewritten, mantissa_bits)
@@ -415,7 +408,7 @@ def check(model: ModelWrapper, bin_dir: str | os.PathLike, build_dir: str | os.P
               for i in tqdm(range(0, len(x64), 100), desc="hls4ml emulation", unit="chunk", leave=False)]
     y_hls = np.concatenate(chunks).astype(np.float64)
     y_q = run_batch(model, x).astype(np.float64)
-    (p_hls, _), (p_q, _) = bins.predict(y_hls), bins.predict(y_q)  # the last maximum wins
+    (p_hls, _), (p_q, _) = predict(y_hls), predict(y_q)  # the last maximum wins
     ties = is_tie(y_hls) | is_tie(y_q)
     disagree = (p_hls != p_q) & ~ties
     return {

@@ -8,7 +8,6 @@ from __future__ import annotations
 import warnings
 from dataclasses import asdict, dataclass
 
-import torch
 from brevitas.inject.enum import QuantType, ScalingImplType
 from brevitas.nn import QuantIdentity, QuantLinear, QuantReLU
 from brevitas.quant.scaled_int import Int8ActPerTensorFloat, Int8WeightPerTensorFloat, Uint8ActPerTensorFloat
@@ -20,9 +19,6 @@ warnings.filterwarnings("ignore", message="fast_hadamard_transform package not f
 from kws import params
 from kws.common import KwsError
 from kws.labels import NUM_CLASSES
-
-MAX_BIT_WIDTH = 8
-
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -54,13 +50,6 @@ class ModelConfig:
         d["input_shape"] = tuple(d["input_shape"])
         d["hidden_layers"] = tuple(d["hidden_layers"])
         return cls(**d)
-
-
-def check_bit_width(key: str, value) -> int:
-    """A bit width from params; `key` is its dotted name (model.weight_bit_width, train.warmup_bit_width)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BIT_WIDTH:
-        raise KwsError(f"params {key}: expected an integer bit width in 1..{MAX_BIT_WIDTH}, got {value!r}")
-    return value
 
 
 def config_from_params(model_params: "params.Model | dict", input_shape: tuple[int, ...], input_scale: float) -> ModelConfig:
@@ -159,10 +148,3 @@ def weight_kib(model: nn.Module) -> float:
     """Weight storage at the quantized bit widths (the FPGA's on-chip weight memory)."""
     bits = sum(m.weight.numel() * int(m.quant_weight().bit_width) for m in model.modules() if isinstance(m, QuantLinear))
     return round(bits / 8 / 1024, 2)
-
-
-def to_model_input(x):
-    """Features (N, frames, coeffs) -> model layout (N, 1, coeffs, frames); numpy or torch."""
-    if isinstance(x, torch.Tensor):
-        return x.transpose(1, 2).unsqueeze(1).contiguous()
-    return x.transpose(0, 2, 1)[:, None].copy()

@@ -1,9 +1,10 @@
-"""Loading and running QONNX models: the one place that knows qonnx's API.
+"""Loading and running QONNX models (qonnx, and onnxruntime on the QCDQ form): the one place that knows their API.
 
 Shared by export (check against Brevitas), bins (quantize + validate), the hls4ml and FINN checks."""
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,9 +42,7 @@ def load_qonnx(path: str | os.PathLike) -> ModelWrapper:
 # Opsets 11 (the FINN submission's) to 18 export the same nodes and weights (BatchNormalization
 # gains training_mode=0 from 14 on) and all pass FINN v0.10.1's front end (docs/finn.md).
 FINN_RELEASE_RUNTIME = "FINN v0.10.1's runtime (onnx 1.13.0, onnxruntime 1.16.1)"
-MAX_OPSET, MAX_IR_VERSION = 18, 8
-MIN_OPSET = 11
-DEFAULT_OPSET = 18
+MAX_OPSET, MAX_IR_VERSION = 18, 8  # kws.params bounds export.opset at the same 18
 
 
 def check_runtime_compatible(path: str | os.PathLike, opset: int | None = None, name=None) -> tuple[int, int]:
@@ -175,3 +174,33 @@ def run_batch(model: ModelWrapper, x: np.ndarray) -> np.ndarray:
     batched = with_batch_size(model, len(x))
     out = execute_onnx(batched, {input_name(batched): x})
     return np.asarray(out[batched.graph.output[0].name]).reshape(len(x), -1)
+
+
+def load_model(path: str | os.PathLike) -> ModelWrapper:
+    """A cleaned-up QONNX model that has an input Quant node (what BIN files are made with), else
+    an error naming the file."""
+    model = load_qonnx(path)
+    try:
+        input_quant(model)
+    except KwsError as e:
+        raise KwsError(f"{path}: {e}") from None
+    return model
+
+
+def onnxruntime_logits(model: ModelWrapper, x: np.ndarray) -> np.ndarray:
+    """Logits from onnxruntime on the QCDQ form (QuantizeLinear-Clip-DequantizeLinear), an
+    independent runtime. Basic graph optimisation only: higher levels fuse ops and change numbers."""
+    import onnxruntime as ort
+    from qonnx.transformation.qonnx_to_qcdq import QuantToQCDQ
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the opset bump of old exports is expected
+        qcdq = with_batch_size(model, len(x)).transform(QuantToQCDQ())
+    left = [n.op_type for n in qcdq.graph.node if n.op_type in ("Quant", "BipolarQuant", "Trunc")]
+    if left:
+        raise KwsError(f"onnxruntime check: {len(left)} {left[0]} node(s) have no QCDQ form")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    sess = ort.InferenceSession(qcdq.model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    out = sess.run(None, {sess.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+    return np.asarray(out).reshape(len(x), -1)

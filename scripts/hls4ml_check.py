@@ -45,7 +45,7 @@ def main() -> None:
         return
 
     from kws import hls4ml_check  # imports qonnx/hls4ml: only when enabled
-    from kws.bins import load_model
+    from kws.qonnx_model import load_model
 
     start = time.time()
     model = load_model(args.model)

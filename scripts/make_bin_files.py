@@ -10,10 +10,11 @@ import contextlib
 import json
 from pathlib import Path
 
-from kws import bins
+from kws import bins, files, scoring
 from kws.common import KwsError, atomic_path, HelpFormatter, run_cli
-from kws.params import load_params
 from kws.labels import NUM_CLASSES
+from kws.params import load_params
+from kws.qonnx_model import load_model
 
 
 def parse_args() -> argparse.Namespace:
@@ -37,20 +38,20 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def write_outputs(v: bins.Validation, metrics_path, plot_path, float_accuracy=None, per_class_path=None) -> None:
-    m = bins.metrics(v, float_accuracy)
+def write_outputs(v: scoring.Validation, metrics_path, plot_path, float_accuracy=None, per_class_path=None) -> None:
+    m = scoring.metrics(v, float_accuracy)
     if metrics_path:
         with open(metrics_path, "w") as f:
             json.dump(m, f, indent=2)
             f.write("\n")
     if per_class_path:
-        bins.write_per_class_csv(per_class_path, v)
+        scoring.write_per_class_csv(per_class_path, v)
     if plot_path:
-        cm = bins.confusion_matrix(v.labels, v.predictions, NUM_CLASSES)
-        bins.plot_confusion(cm, plot_path, f"{len(v.names)} BIN files, accuracy {v.accuracy:.2%}")
+        cm = scoring.confusion_matrix(v.labels, v.predictions, NUM_CLASSES)
+        scoring.plot_confusion(cm, plot_path, f"{len(v.names)} BIN files, accuracy {v.accuracy:.2%}")
 
 
-def report(v: bins.Validation, float_accuracy=None) -> None:
+def report(v: scoring.Validation, float_accuracy=None) -> None:
     line = f"{len(v.names)} BIN files: accuracy {v.accuracy:.4f}, ties {v.ties} (last maximum wins)"
     if float_accuracy is not None:
         line += f", float-feature accuracy {float_accuracy:.4f}"
@@ -70,7 +71,7 @@ def main() -> None:
         raise KwsError(f"--feature_type: expected mfcc, lfbe or td_samples, got {feature_type!r}")
     cfg = bins.check_params(params.get("bins"))
     onnxruntime = cfg["onnxruntime"] if args.onnxruntime is None else args.onnxruntime
-    model = bins.load_model(args.model)
+    model = load_model(args.model)
 
     if args.command == "validate":
         v = bins.validate_bins(args.bin_file_path, model, feature_type, onnxruntime)
@@ -81,13 +82,13 @@ def main() -> None:
                    for k in ("metrics", "plot", "predictions") if getattr(args, k)}
             write_outputs(v, tmp.get("metrics"), tmp.get("plot"))
             if "predictions" in tmp:
-                bins.write_labels_csv(tmp["predictions"], v.names, v.predictions, NUM_CLASSES)
+                files.write_labels_csv(tmp["predictions"], v.names, v.predictions, NUM_CLASSES)
         return
 
     split = args.split or cfg["split"]
     num = args.num_bin_files if args.num_bin_files is not None else cfg["num_bin_files"]
     features = Path(args.features) / f"{split}.npz"
-    x, y = bins.load_features(features, feature_type)
+    x, y = files.load_features(features, feature_type)
     order = bins.sample_order(len(x), cfg["shuffle_seed"])
     x, y = x[order], y[order]
     metrics_path = args.metrics or "metrics/bins.json"

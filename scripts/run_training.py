@@ -28,19 +28,23 @@ def main() -> None:
     ap.add_argument("--trial", action="store_true", help="internal: run as a trial inside the cluster")
     args = ap.parse_args()
 
-    from kws import train
-
     if args.trial:
-        train.run_trial(args.features)
+        from kws.engines import determined
+
+        determined.run_trial(args.features)
         return
     params = load_params(args.params)
     master = os.environ.get("DET_MASTER") or (params.get("train") or {}).get("det_master")
     if master:
-        train.submit(params, master, REPO, Path(args.template), Path(args.experiment_file), wait=not args.no_wait)
+        from kws.engines import determined
+
+        determined.submit(params, master, REPO, Path(args.template), Path(args.experiment_file), wait=not args.no_wait)
         if not args.no_wait:
-            train.write_cluster_outputs(args.experiment_file, args.features, args.metrics, args.plots)
+            determined.write_cluster_outputs(args.experiment_file, args.features, args.metrics, args.plots)
     else:
-        m = train.run_local(params, args.features, args.checkpoints, args.metrics, args.plots)
+        from kws.engines import local
+
+        m = local.run_local(params, args.features, args.checkpoints, args.metrics, args.plots)
         print(f"val accuracy {m['val_accuracy']:.4f}, test accuracy {m['test_accuracy']:.4f}, "
               f"input scale {m['input_scale']:.5f}")
 

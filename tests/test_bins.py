@@ -12,10 +12,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from kws import bins
+from kws import bins, files, scoring
 from kws.common import KwsError, atomic_path
 from kws.labels import LABELS
-from kws.qonnx_model import InputQuant, input_quant, load_qonnx, run_batch
+from kws.qonnx_model import InputQuant, input_quant, load_model, load_qonnx, run_batch
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "make_bin_files.py"
@@ -30,7 +30,7 @@ def model(finn_fixture):
 def fixture_bins(finn_fixture, model):
     """The fixture's BIN files as int8 (N,1,10,49) plus names and labels from y_labels.csv."""
     folder = finn_fixture / "kws_bin_files"
-    names, labels, _ = bins.read_labels_csv(folder / bins.LABELS_CSV)
+    names, labels, _ = files.read_labels_csv(folder / files.LABELS_CSV)
     q = np.stack([np.fromfile(folder / n, dtype=np.int8) for n in names]).reshape(-1, 1, 10, 49)
     return names, labels, q
 
@@ -64,12 +64,12 @@ def make_args(tmp_path, finn_fixture, features_dir, *extra):
 
 def test_validator_reproduces_fixture_predictions(finn_fixture, model, tmp_path):
     v = bins.validate_bins(finn_fixture / "kws_bin_files", model)
-    ref_names, ref_pred, _ = bins.read_labels_csv(finn_fixture / "kws_bin_files" / "tflm_labels.csv")
+    ref_names, ref_pred, _ = files.read_labels_csv(finn_fixture / "kws_bin_files" / "tflm_labels.csv")
     assert v.names == ref_names and len(v.names) == 200
     assert (v.predictions == ref_pred).all()
     assert int((v.predictions == v.labels).sum()) == 162
     # our predictions file is byte for byte the submission's
-    bins.write_labels_csv(tmp_path / "p.csv", v.names, v.predictions, 12)
+    files.write_labels_csv(tmp_path / "p.csv", v.names, v.predictions, 12)
     assert (tmp_path / "p.csv").read_bytes() == (finn_fixture / "kws_bin_files" / "tflm_labels.csv").read_bytes()
 
 
@@ -88,7 +88,7 @@ def test_round_trip_is_byte_identical(finn_fixture, features_dir, tmp_path):
     for name in ref:
         assert (ours / name).read_bytes() == (theirs / name).read_bytes(), name
     assert (ours / "y_labels.csv").read_bytes() == (theirs / "y_labels.csv").read_bytes()
-    assert (ours / bins.PREDICTIONS_CSV).read_bytes() == (theirs / "tflm_labels.csv").read_bytes()
+    assert (ours / files.PREDICTIONS_CSV).read_bytes() == (theirs / "tflm_labels.csv").read_bytes()
     m = json.loads((tmp_path / "bins.json").read_text())
     assert m["num_files"] == 200 and m["accuracy"] == pytest.approx(0.81) and m["accuracy_gap"] == 0
     assert set(m) == {"accuracy", "num_files", "ties", "float_accuracy", "accuracy_gap", "onnxruntime_max_abs_diff"}
@@ -192,8 +192,8 @@ def test_float_predictions_equal_a_model_run_on_the_float_samples(model, fixture
     x = input_quant(model).dequantize(q)[:, 0].transpose(0, 2, 1) + np.float32(0.1)  # off-grid
     with atomic_path(tmp_path / "bins") as out:
         v, float_accuracy = bins.make_bins(out, model, x, labels, "mfcc", 200, 0.0)
-    x_model = bins.to_model_layout(x, (1, 1, 10, 49))
-    on_float = bins.predict(run_batch(model, x_model))[0]
+    x_model = files.to_model_layout(x, (1, 1, 10, 49))
+    on_float = scoring.predict(run_batch(model, x_model))[0]
     assert (bins.float_predictions(model, x_model, v) == on_float).all()
     assert float_accuracy == float((on_float == labels).mean())
 
@@ -208,14 +208,14 @@ def test_float_predictions_equal_a_model_run_on_the_float_samples(model, fixture
 
 def test_layout_and_ties():
     x = np.arange(2 * 49 * 10, dtype=np.float32).reshape(2, 49, 10)
-    assert np.array_equal(bins.to_model_layout(x, (1, 1, 10, 49))[:, 0], x.transpose(0, 2, 1))
-    assert bins.to_model_layout(x, (1, 49, 10)) is x
+    assert np.array_equal(files.to_model_layout(x, (1, 1, 10, 49))[:, 0], x.transpose(0, 2, 1))
+    assert files.to_model_layout(x, (1, 49, 10)) is x
     td = np.zeros((2, 16000, 1), np.float32)
-    assert bins.to_model_layout(td, (1, 1, 16000)).shape == (2, 1, 16000)
-    pred, ties = bins.predict(np.array([[0.0, 0.5, 0.5], [1.0, 0.0, 1.0], [2.0, 1.0, 0.0]]))
+    assert files.to_model_layout(td, (1, 1, 16000)).shape == (2, 1, 16000)
+    pred, ties = scoring.predict(np.array([[0.0, 0.5, 0.5], [1.0, 0.0, 1.0], [2.0, 1.0, 0.0]]))
     assert pred.tolist() == [2, 2, 0] and ties == 2  # the LAST maximum wins
     quant = InputQuant(scale=0.5, zero_point=0.0, bit_width=8, signed=True, narrow=True)
-    assert bins.bin_dtype(quant, "td_samples") == np.int16 and bins.bin_dtype(quant, "mfcc") == np.int8
+    assert files.bin_dtype(quant.dtype, "td_samples") == np.int16 and files.bin_dtype(quant.dtype, "mfcc") == np.int8
     assert quant.quantize(np.array([-1000.0, 0.25, 0.75, 1000.0])).tolist() == [-127, 0, 2, 127]
 
 
@@ -224,7 +224,7 @@ def test_own_brevitas_model_round_trip(tmp_path, exporter):
     """A tiny model from kws.model, exported to QONNX, through bins end to end; the dynamo
     exporter flattens with a constant Reshape([1, 490]) that batched runs must rewrite."""
     torch = pytest.importorskip("torch")
-    from kws.model import build_model, config_from_params, to_model_input
+    from kws.model import build_model, config_from_params
 
     torch.manual_seed(0)
     cfg = config_from_params({"hidden_layers": [16], "dropout": 0.0}, (1, 10, 49), 0.25)
@@ -236,22 +236,22 @@ def test_own_brevitas_model_round_trip(tmp_path, exporter):
     if exporter == "kws.export":
         from kws.export import export_checked
 
-        export_checked(net, path, to_model_input(x[:32]), atol=1e-4)
+        export_checked(net, path, files.to_model_layout(x[:32], (1, 1, 10, 49)), atol=1e-4)
     else:
         from brevitas.export import export_qonnx
 
         export_qonnx(net, input_t=torch.zeros(1, 1, 10, 49), export_path=str(path), dynamo=True)
-    model = bins.load_model(path)
+    model = load_model(path)
     with atomic_path(tmp_path / "bins") as out:
         v, float_accuracy = bins.make_bins(out, model, x, y, "mfcc", 300, 0.02, onnxruntime=True)
     assert len(v.names) == 300 and v.accuracy == float_accuracy
     assert v.onnxruntime_max_abs_diff < 1e-4
     # the BIN files hold exactly what the Brevitas model sees after its input quantizer
-    q = bins.read_bins(tmp_path / "bins", v.names, (1, 1, 10, 49), np.int8)
+    q = files.read_bins(tmp_path / "bins", v.names, (1, 1, 10, 49), np.int8)
     with torch.no_grad():
         want = net(torch.from_numpy(input_quant(model).dequantize(q))).numpy()
-    assert (bins.predict(want)[0] == v.predictions).all()
-    assert v.ties == bins.predict(want)[1]
+    assert (scoring.predict(want)[0] == v.predictions).all()
+    assert v.ties == scoring.predict(want)[1]
 
 
 def test_td_samples_files_are_int16(tmp_path):
@@ -274,7 +274,7 @@ def test_td_samples_files_are_int16(tmp_path):
     path = tmp_path / "td.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
                                                       helper.make_opsetid("qonnx.custom_op.general", 1)]), path)
-    model = bins.load_model(path)
+    model = load_model(path)
     x = rng.uniform(-1.2, 1.2, (20, 16000, 1)).astype(np.float32)
     y = rng.integers(0, 12, 20)
     with atomic_path(tmp_path / "bins") as out:

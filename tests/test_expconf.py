@@ -14,7 +14,7 @@ import yaml
 
 from conftest import REPO, find_det_schemas
 from kws import expconf
-from kws import train as T
+from kws.engines import determined as D
 from kws.common import KwsError
 from kws.params import load_params
 
@@ -155,13 +155,13 @@ SUBMITTED = {
 
 @pytest.mark.parametrize("case", SUBMITTED)
 def test_submitted_config_passes_determineds_schemas(schemas, case):
-    config = T.experiment_config(SUBMITTED[case])
+    config = D.experiment_config(SUBMITTED[case])
     template = yaml.safe_load(TEMPLATE.read_text())
     errors, full = schemas.submission_errors(config, template)
     assert errors == []
     # merged the master's way: the template's cluster settings, the config's recipe and searcher
     assert full["checkpoint_storage"]["host_path"] == template["checkpoint_storage"]["host_path"]
-    assert full["bind_mounts"][0]["container_path"] == T.FEATURES_IN_CONTAINER
+    assert full["bind_mounts"][0]["container_path"] == D.FEATURES_IN_CONTAINER
     assert full["searcher"]["name"] == config["searcher"]["name"] and full["hyperparameters"] == config["hyperparameters"]
     assert full["environment"]["image"]["cuda"] == template["environment"]["image"]["gpu"]  # the master's migration
     assert full["searcher"]["max_concurrent_trials" if case != "single" else "smaller_is_better"] is not None  # defaults
@@ -169,10 +169,10 @@ def test_submitted_config_passes_determineds_schemas(schemas, case):
 
 def test_searcher_requirements_filled_from_params():
     grid_size = 3 * 2
-    assert T.experiment_config(SUBMITTED["random"])["searcher"]["max_trials"] == grid_size
-    asha = T.experiment_config(SUBMITTED["adaptive_asha"])["searcher"]
+    assert D.experiment_config(SUBMITTED["random"])["searcher"]["max_trials"] == grid_size
+    asha = D.experiment_config(SUBMITTED["adaptive_asha"])["searcher"]
     assert (asha["max_trials"], asha["max_time"], asha["time_metric"]) == (grid_size, PARAMS["train"]["epochs"], "epochs")
-    given = T.experiment_config(SUBMITTED["adaptive_asha, all given"])["searcher"]
+    given = D.experiment_config(SUBMITTED["adaptive_asha, all given"])["searcher"]
     assert (given["max_trials"], given["max_time"], given["mode"]) == (20, 30, "aggressive")
 
 
@@ -180,7 +180,7 @@ def test_what_the_schemas_require_of_each_searcher(schemas):
     """Without kws.train's completion, the schemas and the master reject random and
     adaptive_asha configs (the configs generated before this check existed)."""
     template = yaml.safe_load(TEMPLATE.read_text())
-    config = T.experiment_config(SUBMITTED["grid"])
+    config = D.experiment_config(SUBMITTED["grid"])
     config["searcher"] = {"name": "random", "metric": "val_accuracy"}
     assert schemas.submission_errors(config, template)[0] == ["<config>.searcher: max_trials is a required property"]
     config["searcher"] = {"name": "adaptive_asha", "metric": "val_accuracy", "max_trials": 6}
@@ -198,7 +198,7 @@ def test_what_the_schemas_require_of_each_searcher(schemas):
 ])
 def test_searcher_params_errors_name_the_param(searcher, sweep, match):
     with pytest.raises(KwsError, match=match):
-        T.experiment_config(_params(searcher, sweep))
+        D.experiment_config(_params(searcher, sweep))
 
 
 @pytest.mark.parametrize("searcher,param,message", [
@@ -213,7 +213,7 @@ def test_invalid_config_fails_before_contacting_the_master(schemas_env, tmp_path
     experiment_file = tmp_path / "experiment_number.txt"
     # port 9 (discard) has no master: had the check come after contacting it, this would say "unreachable"
     with pytest.raises(KwsError) as info:
-        T.submit(_params(searcher, SWEEP), "http://127.0.0.1:9", REPO, TEMPLATE, experiment_file, wait=False)
+        D.submit(_params(searcher, SWEEP), "http://127.0.0.1:9", REPO, TEMPLATE, experiment_file, wait=False)
     assert str(info.value) == f"{param}: Determined 0.38.1's schemas reject the config: {message}"
     assert not experiment_file.exists()
 
@@ -224,7 +224,7 @@ def test_template_errors_name_the_template(schemas_env, tmp_path):
     bad = tmp_path / "template.yaml"
     bad.write_text(yaml.safe_dump(template))
     with pytest.raises(KwsError, match=rf"^{re.escape(str(bad))}: .*<config>\.checkpoint_storage: storage_path must"):
-        expconf.check_submission(T.experiment_config(PARAMS), bad)
+        expconf.check_submission(D.experiment_config(PARAMS), bad)
 
 
 def test_cli_invalid_searcher_one_line(schemas_env, tmp_path):

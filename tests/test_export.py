@@ -11,13 +11,17 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from kws import checkpoints as C
+
+from kws.engines import local as L
+
 from kws import train as T
 from kws.common import KwsError
 from kws.params import load_params
-from kws.export import (MAX_IR_VERSION, MAX_OPSET, ROUNDING_MARGIN, check_runtime_compatible, compare,
-                        export_checked, logits_and_rounding_margins, model_from_state, run_export)
+from kws.export import (ROUNDING_MARGIN, compare, export_checked, logits_and_rounding_margins, model_from_state,
+                        run_export)
 from kws.model import ModelConfig, build_model
-from kws.qonnx_model import input_quant, load_qonnx
+from kws.qonnx_model import MAX_IR_VERSION, MAX_OPSET, check_runtime_compatible, input_quant, load_qonnx
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = load_params(REPO / "params.yaml")
@@ -41,7 +45,7 @@ def trained(tmp_path_factory):
     params = copy.deepcopy(PARAMS)
     # blobs: no time axis to shift; the default's warm-up, shortened
     params["train"].update(epochs=2, batch_size=128, lr=2e-3, augment={"enabled": False}, warmup_epochs=1)
-    train_metrics = T.run_local(params, features, root / "checkpoints", root / "metrics/train.json",
+    train_metrics = L.run_local(params, features, root / "checkpoints", root / "metrics/train.json",
                                 root / "plots/train.csv", progress=False)
     out = root / "training_checkpoint/QONNX_model.onnx"
     metrics = run_export(params, features, out, root / "metrics/export.json", ckpt_dir=root / "checkpoints")
@@ -68,7 +72,7 @@ def test_written_model_is_stamped_for_finns_release_runtime(trained):
 def test_export_at_another_opset_gives_the_same_graph(trained, tmp_path):
     """Opset 11 (the FINN submission's) exports the same nodes and weights; only the stamps and
     BatchNormalization's training_mode (an attribute from opset 14 on) differ."""
-    state, _ = T.latest_local_state(trained["root"] / "checkpoints")
+    state, _ = C.latest_local_state(trained["root"] / "checkpoints")
     model, _ = model_from_state(state, trained["params"]["model"], "ckpt")
     x = T.load_features(trained["features"]).x["validation"][:64].numpy()
     _, stats = export_checked(model, tmp_path / "op11.onnx", x, 1e-4, opset=11)
@@ -112,7 +116,7 @@ def test_exported_graph_structure(trained):
 
 
 def test_export_is_deterministic(trained, tmp_path):
-    state, _ = T.latest_local_state(trained["root"] / "checkpoints")
+    state, _ = C.latest_local_state(trained["root"] / "checkpoints")
     model, _ = model_from_state(state, trained["params"]["model"], "ckpt")
     x = T.load_features(trained["features"]).x["validation"][:64].numpy()
     export_checked(model, tmp_path / "again.onnx", x, 1e-4)
@@ -121,7 +125,7 @@ def test_export_is_deterministic(trained, tmp_path):
 
 @pytest.mark.parametrize("narrow", [True, False])
 def test_weight_range_reaches_the_qonnx_graph(trained, tmp_path, narrow):
-    state, _ = T.latest_local_state(trained["root"] / "checkpoints")
+    state, _ = C.latest_local_state(trained["root"] / "checkpoints")
     model = build_model(dataclasses.replace(ModelConfig.from_dict(state["model_config"]), weight_narrow_range=narrow))
     model.load_state_dict(state["model"])
     with torch.no_grad():
@@ -142,7 +146,7 @@ def test_tampered_onnx_fails_the_check(trained, tmp_path):
     w[:, : w.shape[1] // 2] *= -1  # flip half of the first layer's weights
     init.CopyFrom(numpy_helper.from_array(w, init.name))
     onnx.save(proto, tmp_path / "tampered.onnx")
-    state, _ = T.latest_local_state(trained["root"] / "checkpoints")
+    state, _ = C.latest_local_state(trained["root"] / "checkpoints")
     model, _ = model_from_state(state, None, "ckpt")
     x = T.load_features(trained["features"]).x["validation"].numpy()
     assert compare(load_qonnx(trained["out"]), model, x, 1e-4)["argmax_agreement"] == 1.0
@@ -172,7 +176,7 @@ def _pre_activations(model, relu, x):
 
 
 def test_rounding_margin_finds_an_activation_on_a_boundary(trained):
-    state, _ = T.latest_local_state(trained["root"] / "checkpoints")
+    state, _ = C.latest_local_state(trained["root"] / "checkpoints")
     model, _ = model_from_state(state, None, "ckpt")
     x = T.load_features(trained["features"]).x["validation"].numpy()[:64]
     assert (logits_and_rounding_margins(model, x)[1] >= ROUNDING_MARGIN).mean() > 0.9  # a boundary is rare
@@ -205,7 +209,7 @@ def test_rounding_margin_scales_with_the_range_at_8_bits():
 
 def test_a_small_non_rounding_difference_fails_the_check(trained):
     # a third of a step on one BatchNorm: few samples change, none of them by a rounding tie
-    state, _ = T.latest_local_state(trained["root"] / "checkpoints")
+    state, _ = C.latest_local_state(trained["root"] / "checkpoints")
     model, _ = model_from_state(state, None, "ckpt")
     x = T.load_features(trained["features"]).x["validation"].numpy()
     exported = load_qonnx(trained["out"])
@@ -217,7 +221,7 @@ def test_a_small_non_rounding_difference_fails_the_check(trained):
 
 
 def test_mismatch_writes_nothing(trained, tmp_path):
-    state, _ = T.latest_local_state(trained["root"] / "checkpoints")
+    state, _ = C.latest_local_state(trained["root"] / "checkpoints")
     model, _ = model_from_state(state, None, "ckpt")
     other, _ = model_from_state(state, None, "ckpt")
     with torch.no_grad():
@@ -234,7 +238,7 @@ def test_checkpoint_of_another_architecture(trained, tmp_path):
     with pytest.raises(KwsError, match="model.hidden_layers"):
         run_export(params, trained["features"], tmp_path / "m.onnx", tmp_path / "e.json",
                    ckpt_dir=trained["root"] / "checkpoints")
-    state, _ = T.latest_local_state(trained["root"] / "checkpoints")
+    state, _ = C.latest_local_state(trained["root"] / "checkpoints")
     state = dict(state, model={k: v for k, v in state["model"].items() if "features.15" not in k})
     with pytest.raises(KwsError, match="do not fit"):
         model_from_state(state, None, "ckpt")

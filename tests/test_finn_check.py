@@ -17,7 +17,9 @@ import pytest
 import yaml
 
 from kws import bins
+from kws.qonnx_model import load_model
 from kws import finn_check as F
+from kws.engines import local as L
 from kws import train as T
 from kws.common import KwsError
 from kws.params import load_params
@@ -65,10 +67,10 @@ def exported(tmp_path_factory):
     params = copy.deepcopy(PARAMS)
     params["train"].update(epochs=2, batch_size=128, lr=2e-3, augment={"enabled": False}, warmup_epochs=1)
     params["export"]["check_samples"] = 64
-    T.run_local(params, features, root / "checkpoints", root / "train.json", root / "train.csv", progress=False)
+    L.run_local(params, features, root / "checkpoints", root / "train.json", root / "train.csv", progress=False)
     model_path = root / "training_checkpoint" / "QONNX_model.onnx"
     run_export(params, features, model_path, root / "export.json", ckpt_dir=root / "checkpoints")
-    model = bins.load_model(model_path)
+    model = load_model(model_path)
     data = T.load_features(features)
     x, y = data.x["test"].numpy(), data.y["test"].numpy()
     bins.make_bins(root / "kws_bin_files", model, x, y, "mfcc", 200, 1.0)

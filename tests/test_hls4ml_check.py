@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from kws import bins
+from kws import files, scoring
 from kws.common import KwsError
 from kws.qonnx_model import input_quant, load_qonnx, run_batch
 
@@ -23,9 +23,9 @@ SCRIPT = REPO / "scripts" / "hls4ml_check.py"
 def fixture_inputs(finn_fixture):
     model = load_qonnx(finn_fixture / "QONNX_model.onnx")
     folder = finn_fixture / "kws_bin_files"
-    names, labels, _ = bins.read_labels_csv(folder / bins.LABELS_CSV)
+    names, labels, _ = files.read_labels_csv(folder / files.LABELS_CSV)
     iq = input_quant(model)
-    q = bins.read_bins(folder, names, tuple(model.get_tensor_shape(model.graph.input[0].name)), iq.dtype)
+    q = files.read_bins(folder, names, tuple(model.get_tensor_shape(model.graph.input[0].name)), iq.dtype)
     return model, iq.dequantize(q), labels
 
 
@@ -38,7 +38,7 @@ def test_rewrite_is_exact_on_fixture(finn_fixture):
     assert rewritten.graph.node[0].op_type == "Flatten"  # input Quant moved behind the reshape
     before, after = run_batch(model, x), run_batch(rewritten, x)
     np.testing.assert_allclose(after, before, rtol=0, atol=1e-4)
-    np.testing.assert_array_equal(bins.predict(after)[0], bins.predict(before)[0])
+    np.testing.assert_array_equal(scoring.predict(after)[0], scoring.predict(before)[0])
     # the original is untouched
     assert any(model.get_initializer(n.input[1]).size > 1 for n in model.graph.node if n.op_type == "Quant")
 
@@ -56,7 +56,7 @@ def test_check_on_fixture_bins(finn_fixture, tmp_path):
     assert m["disagree_without_tie"] == 0 and m["agree"] >= m["files"] - m["ties"]
     assert m["hls4ml_accuracy"] == m["qonnx_accuracy"]
     # the README's count of correct predictions of the submission's own run on these files
-    tflm = bins.read_labels_csv(finn_fixture / "kws_bin_files" / "tflm_labels.csv")[1]
+    tflm = files.read_labels_csv(finn_fixture / "kws_bin_files" / "tflm_labels.csv")[1]
     assert m["qonnx_accuracy"] == pytest.approx(float((tflm == labels).mean()))
     # a flipped hidden activation would move a logit by a multiple of the last layer's scale (~0.02)
     assert m["max_abs_logit_diff"] < 1e-3

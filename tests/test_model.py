@@ -1,10 +1,9 @@
-import numpy as np
 import pytest
 import torch
 from brevitas.nn import QuantLinear
 
 from kws.common import KwsError
-from kws.model import ModelConfig, build_model, config_from_params, num_weights, to_model_input, weight_kib
+from kws.model import ModelConfig, build_model, config_from_params, num_weights, weight_kib
 
 DEFAULTS = {"input_bit_width": 8, "hidden_layers": [256, 256, 256], "weight_bit_width": 3, "act_bit_width": 3,
             "act_max": 1.0, "output_bit_width": 3, "weight_scale_init": 0.1, "dropout": 0.1,
@@ -59,14 +58,6 @@ def test_full_range_weights_add_the_lowest_level(narrow, lowest):
         q = layer.quant_weight()
         levels = torch.unique(torch.round(q.value / q.scale))
         assert levels.min() == lowest and levels.max() == 3
-
-
-def test_model_layout_is_features_transposed():
-    x = np.arange(2 * 49 * 10, dtype=np.float32).reshape(2, 49, 10)
-    m = to_model_input(x)
-    assert m.shape == (2, 1, 10, 49)
-    assert m[1, 0, 3, 7] == x[1, 7, 3]
-    assert torch.equal(to_model_input(torch.from_numpy(x)), torch.from_numpy(m))
 
 
 def test_input_and_hidden_dropout_are_separate():

@@ -9,17 +9,36 @@ import yaml
 from pipeline_repo import ALL_STAGES, FIRST_RUN, REPO, dvc, make_tiny_repo, out_hashes, stages_run
 
 
+def _module_files(module: str, names=()) -> set[str]:
+    """The repo files of `module` (a .py file, or a package's __init__.py) and, for a package, of
+    the submodules `names` imported from it."""
+    base = REPO / module.replace(".", "/")
+    if base.is_dir():
+        found = {f"{module.replace('.', '/')}/__init__.py"}
+        return found | {f"{module.replace('.', '/')}/{n}.py" for n in names if (base / f"{n}.py").is_file()}
+    return {f"{module.replace('.', '/')}.py"}
+
+
 def kws_modules_imported_by(path: Path) -> set[str]:
-    """The kws/*.py files `path` imports, at module level or inside functions."""
+    """The kws files `path` imports, at module level or inside functions."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "kws":
-            found |= {f"kws/{alias.name}.py" for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("kws."):
-            found.add(node.module.replace(".", "/") + ".py")
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "kws":
+            found |= _module_files(node.module, [a.name for a in node.names])
         elif isinstance(node, ast.Import):
-            found |= {a.name.replace(".", "/") + ".py" for a in node.names if a.name.startswith("kws.")}
-    return found
+            for a in node.names:
+                if a.name.startswith("kws."):
+                    found |= _module_files(a.name)
+    return found - {"kws/__init__.py"}
+
+
+def kws_modules_run_by(script: str) -> set[str]:
+    needed, todo = {script}, [script]
+    while todo:
+        for module in kws_modules_imported_by(REPO / todo.pop()) - needed:
+            needed.add(module)
+            todo.append(module)
+    return needed
 
 
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
@@ -32,14 +51,29 @@ def test_stage_depends_on_all_the_code_it_runs(stage):
     # -m: the repo root goes on sys.path, so a stage runs this checkout's kws (a `dvc exp run` copy's
     # own code, say), not whichever checkout the venv's editable install points at
     assert (python, flag) == ("python", "-m"), STAGES[stage]["cmd"]
-    script = module.replace(".", "/") + ".py"
-    needed, todo = {script}, [script]
-    while todo:
-        for module in kws_modules_imported_by(REPO / todo.pop()) - needed:
-            needed.add(module)
-            todo.append(module)
+    needed = kws_modules_run_by(module.replace(".", "/") + ".py")
     missing = needed - set(STAGES[stage]["deps"])
     assert not missing, f"dvc.yaml stage {stage} runs {sorted(missing)} without listing them in deps"
+    # and no more: a dep the stage does not run would rerun it for nothing
+    extra = {d for d in STAGES[stage]["deps"] if d.startswith("kws/")} - needed
+    assert not extra, f"dvc.yaml stage {stage} lists {sorted(extra)}, which it does not run"
+
+
+# One module per stage: each is the work of one DVC stage. Shared code (kws.files, kws.scoring,
+# kws.qonnx_model, ...) serves them all; one stage's module never imports another's, so editing
+# a stage reruns that stage and its downstream only.
+STAGE_MODULES = {"kws/synthetic", "kws/dataset.py", "kws/features.py", "kws/train.py", "kws/export.py",
+                 "kws/bins.py", "kws/hls4ml_check.py", "kws/finn_check.py", "kws/real_speech.py"}
+
+
+@pytest.mark.parametrize("stage_module", sorted(STAGE_MODULES))
+def test_no_stage_module_imports_another(stage_module):
+    path = REPO / stage_module  # a module, or a subpackage (kws/synthetic/)
+    files = sorted(path.glob("*.py")) if path.is_dir() else [REPO / (stage_module.removesuffix(".py") + ".py")]
+    runs = set().union(*(kws_modules_run_by(str(f.relative_to(REPO))) for f in files))
+    others = {m for m in runs for s in STAGE_MODULES - {stage_module}
+              if m in (s, s + ".py") or m.startswith(s + "/")}
+    assert not others, f"{stage_module} imports the stage module(s) {sorted(others)}"
 
 
 def set_param(repo, section, key, value):

@@ -13,6 +13,12 @@ import torch
 import yaml
 from brevitas.nn import QuantLinear
 
+from kws import checkpoints as C
+
+from kws.engines import local as L
+
+from kws.engines import determined as D
+
 from kws import train as T
 from kws.common import KwsError
 from kws.params import load_params
@@ -55,7 +61,7 @@ def test_trains_well_above_chance_and_writes_outputs(blobs, tmp_path, monkeypatc
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
     out = tmp_path / "run"
-    m = T.run_local(tiny_params(), blobs, out / "checkpoints", out / "metrics/train.json", out / "plots/train.csv",
+    m = L.run_local(tiny_params(), blobs, out / "checkpoints", out / "metrics/train.json", out / "plots/train.csv",
                     progress=False)
     assert not home.exists()
     assert m["test_accuracy"] > 0.5 and m["val_accuracy"] > 0.5  # chance is 1/12
@@ -66,10 +72,10 @@ def test_trains_well_above_chance_and_writes_outputs(blobs, tmp_path, monkeypatc
     assert saved["input_scale"] == pytest.approx(max(abs(lo), abs(hi)) / 127)
     rows = (out / "plots/train.csv").read_text().splitlines()
     assert rows[0] == "epoch,train_loss,val_loss,val_accuracy,lr" and len(rows) == 5
-    ckpts = T.list_local_checkpoints(out / "checkpoints")
+    ckpts = C.list_local_checkpoints(out / "checkpoints")
     assert [c[0] for c in ckpts] == [4]  # only the last checkpoint is kept
     # what a cluster run reports from its best checkpoint is what the local run reported
-    state = torch.load(out / "checkpoints" / ckpts[0][1] / T.STATE_FILE, weights_only=False)
+    state = torch.load(out / "checkpoints" / ckpts[0][1] / C.STATE_FILE, weights_only=False)
     metrics, history = T.outputs_from_state(state, T.load_features(blobs))
     assert metrics == m and len(history) == 4
 
@@ -83,7 +89,7 @@ def _run(blobs_data, folder, params, stop_at=None):
         if epoch == stop_at:
             raise Interrupt
 
-    with T.local_context(folder) as ctx:
+    with C.local_context(folder) as ctx:
         return T.train(ctx, T.recipe(params), blobs_data, local_dir=folder, epoch_end=epoch_end, progress=False)
 
 
@@ -97,7 +103,7 @@ def test_resume_after_interruption_is_bit_identical(blobs, tmp_path, warmup, sto
     ref_model, ref_metrics, ref_hist = _run(data, tmp_path / "a", params)
     with pytest.raises(Interrupt):
         _run(data, tmp_path / "b", params, stop_at=stop_at)
-    assert [c[0] for c in T.list_local_checkpoints(tmp_path / "b")] == [stop_at]
+    assert [c[0] for c in C.list_local_checkpoints(tmp_path / "b")] == [stop_at]
     torch.manual_seed(123)  # resuming must not depend on the process's RNG state
     model, metrics, hist = _run(data, tmp_path / "b", params)
     assert hist == ref_hist and metrics == ref_metrics
@@ -121,11 +127,11 @@ def test_warmup_trains_at_its_bit_width_then_at_the_models(blobs, tmp_path):
     stored = []
 
     def epoch_end(epoch):
-        state, _ = T.latest_local_state(tmp_path / "warm")
+        state, _ = C.latest_local_state(tmp_path / "warm")
         cfg = state["model_config"]
         stored.append((cfg["weight_bit_width"], cfg["act_bit_width"], cfg["output_bit_width"], cfg["input_bit_width"]))
 
-    with T.local_context(tmp_path / "warm") as ctx:
+    with C.local_context(tmp_path / "warm") as ctx:
         model, metrics, _ = T.train(ctx, T.recipe(params), data, local_dir=tmp_path / "warm", epoch_end=epoch_end,
                                     progress=False)
     # the checkpoints say which bit widths their weights were trained at (export refuses the warm ones)
@@ -162,7 +168,7 @@ def test_checkpoint_of_other_params_is_not_resumed(blobs, tmp_path, capsys):
     _, _, hist = _run(data, tmp_path, params)
     assert "starting fresh" in capsys.readouterr().err
     assert [r["epoch"] for r in hist] == [1, 2]
-    assert len(T.list_local_checkpoints(tmp_path)) == 1
+    assert len(C.list_local_checkpoints(tmp_path)) == 1
 
 
 @pytest.mark.parametrize("key,value", [("epochs", 0), ("batch_size", -5), ("lr", -1e-3), ("lr", "fast"),
@@ -173,7 +179,7 @@ def test_checkpoint_of_other_params_is_not_resumed(blobs, tmp_path, capsys):
                                        ("unknown_share", 0), ("unknown_share", 1.5), ("unknown_share", True)])
 def test_bad_train_params_name_the_key(key, value):
     with pytest.raises(KwsError, match=f"train.{key}"):
-        T.check_train_params({"epochs": 40, key: value})
+        T.train_params({"epochs": 40, key: value})
 
 
 @pytest.mark.parametrize("epochs,warmup,used", [(70, 10, 10), (11, 10, 10), (10, 10, 9), (2, 10, 1), (1, 10, 0),
@@ -181,13 +187,16 @@ def test_bad_train_params_name_the_key(key, value):
 def test_warmup_is_capped_below_epochs(epochs, warmup, used):
     """A short sweep (-S train.epochs=2) keeps the default warm-up and still ends at the model's bits;
     warm-ups below epochs, the default's among them, are unchanged."""
-    assert T.check_train_params({"epochs": epochs, "warmup_epochs": warmup})["warmup_epochs"] == used
+    assert T.train_params({"epochs": epochs, "warmup_epochs": warmup}).warmup_epochs == used
 
 
-def test_bad_percentiles(blobs):
-    data = T.load_features(blobs)
+def test_bad_percentiles(blobs, tmp_path):
+    """Checked by the schema before the slow percentile: the run fails before its first epoch."""
+    params = tiny_params()
+    params["model"]["input_clip_percentiles"] = [99, 1]
     with pytest.raises(KwsError, match="model.input_clip_percentiles"):
-        T.input_range(data.x["train"], [99, 1], 8)
+        L.run_local(params, blobs, tmp_path / "c", tmp_path / "m.json", tmp_path / "p.csv", progress=False)
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())
 
 
 @pytest.mark.parametrize("mutate,match", [
@@ -231,7 +240,7 @@ def test_each_epoch_trains_every_other_clip_and_a_fresh_share_of_unknown():
 def test_unknown_share_keeps_the_objective():
     """Fewer Unknown clips per epoch, each weighing 1/share as much: the same expected loss."""
     y = torch.tensor([11] * 6 + list(range(11)))
-    tp = T.check_train_params({"unknown_share": 0.25})
+    tp = T.train_params({"unknown_share": 0.25})
     full, sample = T.loss_function(y, tp), T.loss_function(y, tp, epoch_sample=True)
     assert torch.allclose(sample.weight[11], full.weight[11] / 0.25)
     assert torch.equal(sample.weight[:11], full.weight[:11])
@@ -240,8 +249,8 @@ def test_unknown_share_keeps_the_objective():
 def test_label_smoothing_reaches_the_loss():
     y = torch.tensor([11] * 6 + list(range(11)))
     confident = 50.0 * torch.nn.functional.one_hot(y, 12).float()  # right, and sure of it
-    plain = T.loss_function(y, T.check_train_params({}))
-    smoothed = T.loss_function(y, T.check_train_params({"label_smoothing": 0.1}))
+    plain = T.loss_function(y, T.train_params({"label_smoothing": 0.0}))
+    smoothed = T.loss_function(y, T.train_params({"label_smoothing": 0.1}))
     assert float(plain(confident, y)) < 1e-6
     # 0.1 of the target mass goes to the other classes, at log-probability about -50
     assert float(smoothed(confident, y)) > 1.0
@@ -255,17 +264,17 @@ def _sample(hp):
 
 
 def test_experiment_config_is_generated_from_params():
-    cfg = T.experiment_config(PARAMS)
+    cfg = D.experiment_config(PARAMS)
     hp = _sample(cfg["hyperparameters"])
     assert hp == T.recipe(PARAMS)
     assert hp["model"] == PARAMS["model"] and hp["train"]["epochs"] == PARAMS["train"]["epochs"]
     assert "det_master" not in hp["train"] and "sweep" not in hp["train"]
     # what the trial receives passes the same validation as a local run
-    T.check_train_params(hp["train"])
+    T.train_params(hp["train"])
     assert cfg["searcher"]["metric"] == "val_accuracy" and cfg["searcher"]["smaller_is_better"] is False
-    assert T.FEATURES_IN_CONTAINER in cfg["entrypoint"]
+    assert D.FEATURES_IN_CONTAINER in cfg["entrypoint"]
     template = yaml.safe_load((REPO / "kws_tf_template_finn.yaml").read_text())
-    assert template["bind_mounts"][0]["container_path"] == T.FEATURES_IN_CONTAINER
+    assert template["bind_mounts"][0]["container_path"] == D.FEATURES_IN_CONTAINER
     assert template["checkpoint_storage"]["type"] and template["max_restarts"] >= 1 and template["environment"]["image"]
     assert not set(cfg) & set(template)  # the template holds the cluster, the config the recipe
 
@@ -274,17 +283,17 @@ def test_experiment_config_sweep():
     p = copy.deepcopy(PARAMS)
     p["train"]["searcher"] = {"name": "grid"}
     p["train"]["sweep"] = {"model.weight_bit_width": [2, 3, 4], "train.lr": [1e-3, 5e-4]}
-    cfg = T.experiment_config(p)
+    cfg = D.experiment_config(p)
     assert cfg["hyperparameters"]["model"]["weight_bit_width"] == {"type": "categorical", "vals": [2, 3, 4]}
     assert cfg["hyperparameters"]["train"]["lr"]["vals"] == [1e-3, 5e-4]
     assert cfg["searcher"]["name"] == "grid" and cfg["searcher"]["metric"] == "val_accuracy"
     p["train"]["sweep"] = {"model.nope": [1]}
     with pytest.raises(KwsError, match="train.sweep"):
-        T.experiment_config(p)
+        D.experiment_config(p)
     p["train"]["sweep"] = {"model.dropout": [0.1]}
     p["train"]["searcher"] = {"name": "single"}
     with pytest.raises(KwsError, match="grid"):
-        T.experiment_config(p)
+        D.experiment_config(p)
 
 
 def test_unreachable_master_fails_fast_with_one_line(tmp_path):
@@ -313,7 +322,9 @@ def test_fingerprinted_code_is_the_train_stage_code():
     deps = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]["deps"]
     # not fingerprinted: kws/params.py reaches training only through the values it checks and
     # fills in, which the fingerprint hashes (the hp); kws/expconf.py only checks cluster configs
-    not_training = {"kws/params.py", "kws/expconf.py"}
+    # kws/engines/ only decide where train() runs
+    not_training = {"kws/params.py", "kws/expconf.py", "kws/engines/__init__.py", "kws/engines/local.py",
+                    "kws/engines/determined.py"}
     assert {m.replace(".", "/") + ".py" for m in T.TRAINING_CODE} == {d for d in deps if d.startswith("kws/")} - not_training
 
 
@@ -396,7 +407,7 @@ def test_ctrl_c_says_which_epoch_is_kept_in_one_line_and_a_rerun_resumes(blobs, 
     out = tmp_path / "run"
     proc = _cli_train(blobs, out, params, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while not T.list_local_checkpoints(out / "checkpoints"):
+    while not C.list_local_checkpoints(out / "checkpoints"):
         assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint made"
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
@@ -404,7 +415,7 @@ def test_ctrl_c_says_which_epoch_is_kept_in_one_line_and_a_rerun_resumes(blobs, 
     assert proc.returncode == 130
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1].split("\r")[-1]  # after the progress bar's redraws
-    kept = T.list_local_checkpoints(out / "checkpoints")
+    kept = C.list_local_checkpoints(out / "checkpoints")
     assert len(kept) == 1 and last == f"interrupted after epoch {kept[0][0]}; rerun to resume", err
     assert not (out / "metrics.json").exists()
     # what it says: the rerun resumes there (and is interrupted again, to keep the test short)
