@@ -77,7 +77,8 @@ sweep: setup finn-venv
 	$(DVC) repro features
 	$(DVC) exp run --queue $(addprefix -C ,$(SWEEP_DATA)) $(SWEEP)
 	$(DVC) queue start
-	$(PY) -m scripts.compare_experiments --wait --timeout $(SWEEP_TIMEOUT) --plot plots/sweep_pareto.png
+	$(PY) -m scripts.compare_experiments --wait --timeout $(SWEEP_TIMEOUT) --plot plots/sweep_pareto.png \
+	  $(if $(wildcard $(FINN_FIXTURE)/kws_bin_files),--real_speech $(FINN_FIXTURE))
 
 # hls4ml's C++ emulation of the exported model against qonnx, on the BIN files (g++, no Vivado).
 # Its metrics go to metrics/hls4ml_check.json (git-ignored): metrics/hls4ml.json is the hls4ml

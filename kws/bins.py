@@ -37,7 +37,7 @@ def sample_order(n: int, shuffle_seed: int | None) -> np.ndarray:
 def validate_bins(folder, model: ModelWrapper, feature_type: str = "mfcc", onnxruntime: bool = False) -> Validation:
     """Dequantize every BIN file listed in folder/y_labels.csv and run the model on all of them
     in one call; optionally check onnxruntime on the QCDQ form predicts the same."""
-    names, labels, x = read_bin_folder(folder, input_quant(model), input_shape(model), feature_type)
+    names, labels, x = read_bin_folder(folder, input_quant(model), input_shape(model), feature_type, NUM_CLASSES)
     # one execute_onnx call for everything: its per-call cost is what makes per-sample runs slow
     logits = run_batch(model, x)
     if logits.shape[1] != NUM_CLASSES:

@@ -162,14 +162,15 @@ def read_bins(folder: str | os.PathLike, names: list[str], shape: tuple[int, ...
     return out.reshape(len(names), *shape[1:])
 
 
-def read_bin_folder(folder: str | os.PathLike, quant, shape: tuple[int, ...],
-                    feature_type: str = "mfcc") -> tuple[list[str], np.ndarray, np.ndarray]:
+def read_bin_folder(folder: str | os.PathLike, quant, shape: tuple[int, ...], feature_type: str = "mfcc",
+                    num_classes: int | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(names, labels, dequantized inputs) of a BIN folder written with input quantizer `quant`
-    (kws.qonnx_model.InputQuant) for a model input of `shape`."""
+    (kws.qonnx_model.InputQuant) for a model input of `shape`; given `num_classes`, its
+    y_labels.csv must say that many."""
     folder = Path(folder)
-    names, labels, num_classes = read_labels_csv(folder / LABELS_CSV)
-    if num_classes != NUM_CLASSES:
-        raise KwsError(f"{folder / LABELS_CSV}: {num_classes} classes, MLPerf Tiny KWS has {NUM_CLASSES}")
+    names, labels, listed = read_labels_csv(folder / LABELS_CSV)
+    if num_classes is not None and listed != num_classes:
+        raise KwsError(f"{folder / LABELS_CSV}: {listed} classes, MLPerf Tiny KWS has {num_classes}")
     q = read_bins(folder, names, shape, bin_dtype(quant.dtype, feature_type))
     return names, labels, quant.dequantize(q)
 

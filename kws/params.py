@@ -141,6 +141,7 @@ class Searcher(Section):
     max_trials: int | None = None  # random, adaptive_asha: trials (null: the sweep grid's size); ranges: kws.expconf
     max_time: int | None = None    # adaptive_asha: in time_metric units (null: train.epochs)
     time_metric: str | None = None         # adaptive_asha (null: epochs)
+    mode: Literal["aggressive", "standard", "conservative"] | None = None  # adaptive_asha (null: standard)
 
 
 class Train(Section):

@@ -1,7 +1,12 @@
 """Print a table of DVC experiments: bit widths, model size and FINN's estimates against accuracy on
 the BIN files, and draw accuracy against FINN's LUTs with the Pareto front (--plot).
 
-Usage: python scripts/compare_experiments.py [--wait [--timeout SECONDS]]   (reads `dvc exp show --json`)
+Usage: python scripts/compare_experiments.py [--wait [--timeout SECONDS]] [--real_speech FIXTURE]
+(reads `dvc exp show --json`)
+
+--real_speech adds each experiment's accuracy on the FINN fixture's 200 real dev clips: its QONNX
+model is read from DVC's cache at the experiment's commit. Those clips are a dev set: +-3 points is
+noise, and a variant chosen by them scores higher there than on unseen real speech.
 
 --wait fails with one line instead of waiting forever: when experiments wait but no queue worker
 runs (after `dvc queue stop`, say), and after --timeout.
@@ -10,8 +15,10 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
+from pathlib import Path
 
 PARAMS = {"W bits": "model.weight_bit_width", "A bits": "model.act_bit_width", "hidden": "model.hidden_layers"}
 METRICS = {
@@ -35,13 +42,35 @@ def lookup(tree: dict, dotted: str):
 
 
 def rows(entries: list[dict]):
-    """Flatten `dvc exp show --json`: the baseline commit(s) and every experiment under them."""
+    """Flatten `dvc exp show --json` into (name, commit, data): the baseline commit(s) and every
+    experiment under them."""
     for entry in entries:
         if entry.get("rev") != "workspace":
-            yield entry.get("name") or entry["rev"][:7], entry.get("data") or {}
+            yield entry.get("name") or entry["rev"][:7], entry["rev"], entry.get("data") or {}
         for exp in entry.get("experiments") or []:
             for rev in exp.get("revs", []):
-                yield exp.get("name") or rev.get("name") or rev["rev"][:7], rev.get("data") or {}
+                yield exp.get("name") or rev.get("name") or rev["rev"][:7], rev["rev"], rev.get("data") or {}
+
+
+MODEL = "training_checkpoint/QONNX_model.onnx"
+
+
+def real_speech_accuracy(rev: str, fixture: Path):
+    """The experiment's model at commit `rev` scored on the fixture's real BIN files; None when
+    DVC has no model for that commit (a failed experiment, or one whose cache was collected)."""
+    import dvc.api
+    from dvc.exceptions import DvcException
+
+    from kws.real_speech import score
+
+    try:
+        blob = dvc.api.read(MODEL, rev=rev, mode="rb")
+    except (DvcException, FileNotFoundError):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(tmp) / "model.onnx"
+        model.write_bytes(blob)
+        return score(model, fixture / "kws_bin_files", fixture / "QONNX_model.onnx").accuracy
 
 
 def queue_state() -> tuple[Counter, int]:
@@ -100,6 +129,9 @@ def main():
                         help="with --wait: fail when no queue worker has run for this many seconds "
                              "(default 30: `dvc queue start` takes a few)")
     parser.add_argument("--plot", help="PNG of accuracy against FINN's LUT estimate (experiments that have one)")
+    parser.add_argument("--real_speech", type=Path,
+                        help="the FINN fixture folder (QONNX_model.onnx, kws_bin_files/): adds a column of "
+                             "each experiment's accuracy on its 200 real dev clips")
     args = parser.parse_args()
     if args.wait:
         wait_for_queue(args.timeout, args.worker_grace)
@@ -111,15 +143,19 @@ def main():
         if out.returncode != 0:
             sys.exit(f"error: dvc exp show failed: {out.stderr.strip().splitlines()[-1] if out.stderr else ''}")
         entries = json.loads(out.stdout)
-    header = ["experiment", *PARAMS, *METRICS]
+    if args.real_speech and not (args.real_speech / "kws_bin_files").is_dir():
+        sys.exit(f"error: --real_speech {args.real_speech}: no kws_bin_files folder (the FINN fixture's)")
+    header = ["experiment", *PARAMS, *METRICS] + (["real dev acc"] if args.real_speech else [])
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     points = []  # (name, LUTs, bins accuracy) of experiments with FINN's estimates
-    for name, data in rows(entries):
+    for name, rev, data in rows(entries):
         params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
         metrics = data.get("metrics") or {}
         values = {column: (metrics.get(file) or {}).get("data", {}).get(key) for column, (file, key) in METRICS.items()}
         cells = [name] + [fmt(lookup(params, key)) for key in PARAMS.values()] + [fmt(v) for v in values.values()]
+        if args.real_speech:
+            cells.append(fmt(real_speech_accuracy(rev, args.real_speech)))
         print("| " + " | ".join(cells) + " |")
         if values["FINN LUT"] is not None and values["bins acc"] is not None:
             points.append((name, values["FINN LUT"], values["bins acc"]))

@@ -234,11 +234,15 @@ def test_bad_finn_root_and_board(finn_env, exported, tmp_path):
     assert "board Pynq-Z2 has part xc7z020clg400-1, not xczu3eg-sbva484-1-e" in r.stderr
 
 
-def test_compare_counts_exact_ties_not_as_disagreements():
-    ref = np.array([[0.1, 0.9, 0.2], [0.5 - 1e-7, 0.5, 0.0], [0.3, 0.2, 0.1], [0.9, 0.1, 0.1]])
-    got = np.array([[0.1, 0.9, 0.2], [0.25, 0.25, 0.0], [0.1, 0.2, 0.1], [0.1, 0.3, 0.3]])
-    c = F.compare(ref, got)  # row 1: FINN ties where qonnx's top two differ by 1e-7; row 3: a tie elsewhere
-    assert (c["agree"], c["ties"], c["ties_deciding"], c["disagreeing"]) == (1, 2, 1, [2, 3])
+def test_compare_counts_ties_not_as_disagreements():
+    ref = np.array([[0.1, 0.9, 0.2], [0.5 - 1e-7, 0.5, 0.0], [0.3, 0.2, 0.1], [0.9, 0.1, 0.1],
+                    [2.0, 2.0 + 1.8e-7, 0.0], [0.5, 0.5 + 1e-5, 0.0]])
+    got = np.array([[0.1, 0.9, 0.2], [0.25, 0.25, 0.0], [0.1, 0.2, 0.1], [0.1, 0.3, 0.3],
+                    [2.0 + 1.8e-7, 2.0, 0.0], [0.5 + 1e-5, 0.5, 0.0]])
+    c = F.compare(ref, got)
+    # row 1: FINN ties exactly where qonnx's top two differ by 1e-7; row 3: a tie elsewhere;
+    # row 4: a top two within float32 round-off (1.8e-7) swapped; row 5: 1e-5 apart is a real swap
+    assert (c["agree"], c["ties"], c["ties_deciding"], c["disagreeing"]) == (1, 2, 2, [2, 3, 5])
 
 
 def test_estimates_for_the_sweep_table(tmp_path):

@@ -95,14 +95,16 @@ def test_wait_times_out_while_an_experiment_runs(queue_repo):
     assert 15 <= seconds < 45, seconds
 
 
-def test_make_sweep_with_finn_shows_its_estimates_and_the_pareto_plot(tiny_repo):
+def test_make_sweep_with_finn_shows_its_estimates_and_the_pareto_plot(tiny_repo, finn_fixture):
     """`make sweep`'s default turns the finn stage on: each experiment gets FINN's estimates in
-    the table and a point in the accuracy-against-LUT plot."""
+    the table and a point in the accuracy-against-LUT plot; with the FINN fixture found, its
+    accuracy on the 200 real dev clips too (its model read from DVC's cache at its commit)."""
     from kws import finn_check
     from kws.common import KwsError
 
     try:
-        env = {"FINN_ROOT": str(finn_check.find_finn_root()), "FINN_PYTHON": str(finn_check.find_finn_python())}
+        env = {"FINN_ROOT": str(finn_check.find_finn_root()), "FINN_PYTHON": str(finn_check.find_finn_python()),
+               "KWS_FINN_FIXTURE": str(finn_fixture)}
     except KwsError as e:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{e} (required under CI)")
@@ -116,9 +118,11 @@ def test_make_sweep_with_finn_shows_its_estimates_and_the_pareto_plot(tiny_repo)
         workers_stopped(tiny_repo)
     header = next(line for line in table.splitlines() if line.startswith("| experiment"))
     columns = [c.strip() for c in header.strip("|").split("|")]
-    assert columns[-4:] == ["FINN LUT", "FINN BRAM_18K", "FINN frames/s", "bins acc"], header
+    assert columns[-5:] == ["FINN LUT", "FINN BRAM_18K", "FINN frames/s", "bins acc", "real dev acc"], header
     rows = {line.split("|")[2].strip(): [c.strip() for c in line.strip("|").split("|")]
             for line in table.splitlines() if line.startswith("| ") and line != header}
     luts = {bits: float(row[columns.index("FINN LUT")]) for bits, row in rows.items() if bits in ("2", "4")}
     assert luts["2"] < luts["4"], table  # wider weights cost more LUTs
+    real = [float(row[columns.index("real dev acc")]) for bits, row in rows.items() if bits in ("2", "4")]
+    assert len(real) == 2 and all(0 <= a <= 1 for a in real), table
     assert (tiny_repo / "plots" / "sweep_pareto.png").read_bytes()[:4] == b"\x89PNG"
