@@ -6,11 +6,10 @@ PY := $(VENV)/bin/python
 DVC := $(VENV)/bin/dvc
 # DVC stages run `python ...`: the venv's
 export PATH := $(abspath $(VENV))/bin:$(PATH)
-DEBIAN_PACKAGES := espeak-ng ffmpeg flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
-  festvox-rablpc16k mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 festvox-us1 festvox-us2 \
-  festvox-us3 festvox-en1 libttspico-utils rhvoice rhvoice-english \
-  $(addprefix mbrola-,af1 de1 de2 de3 de4 de5 de6 fr1 fr4 gr2 hu1 nl2 pl1 ro1 sw1 sw2)
-# festvox-rablpc16k is in Debian's contrib, the MBROLA voices, pico and RHVoice in non-free
+# debian-packages.txt: one package a line (its first column), comments and other columns skipped;
+# kws/synthetic/tts.py reads the same file for its "apt-get install" hints
+DEBIAN_PACKAGES := $(shell grep -o '^[a-z0-9][a-z0-9.+-]*' debian-packages.txt)
+# some are in Debian's contrib and non-free (see debian-packages.txt): enabled here if no source has them
 APT_CONTRIB_NON_FREE := /etc/apt/sources.list.d/kws-contrib-non-free.sources
 # torch==2.13.0+cpu comes from PyTorch's CPU index, unless pip's configured wheel folder has it
 TORCH_INDEX ?= $(if $(wildcard /opt/wheels/torch-2.13.0+cpu*),,https://download.pytorch.org/whl/cpu)
@@ -20,6 +19,7 @@ TORCH_INDEX ?= $(if $(wildcard /opt/wheels/torch-2.13.0+cpu*),,https://download.
 setup: debian-packages $(VENV)/.installed
 
 debian-packages:
+	@test -n "$(DEBIAN_PACKAGES)" || { echo "debian-packages.txt: no package names found"; exit 1; }
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \

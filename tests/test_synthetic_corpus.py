@@ -1,4 +1,5 @@
-"""The synthetic corpus: real TTS audio, Speech Commands layout, deterministic bytes."""
+"""The synthetic corpus (kws/synthetic/speakers.py, corpus.py and the stage script): real TTS audio,
+Speech Commands layout, deterministic bytes."""
 import os
 import re
 import subprocess
@@ -11,7 +12,10 @@ import numpy as np
 import pytest
 import yaml
 
-from kws import synthetic
+from kws.synthetic import build_corpus
+from kws.synthetic.corpus import check_params
+from kws.synthetic.speakers import engine_counts, select_speakers, speaker_words, split_speakers
+from kws.synthetic.tts import ENGINE_VOICES
 from kws.common import KwsError
 from kws.labels import (ALL_WORDS, BACKGROUND_NOISE_DIR, KEYWORDS, OTHER_WORDS, SILENCE_DIR, TEST_ARCHIVE,
                         TRAIN_ARCHIVE, UNKNOWN_DIR)
@@ -30,7 +34,7 @@ NAME = re.compile(r"^([0-9a-f]{8})_nohash_(\d+)\.wav$")
 def corpus(tmp_path_factory) -> Path:
     """The tiny corpus: its two archives, extracted next to them into train/ and test/."""
     out = tmp_path_factory.mktemp("syn") / "corpus"
-    synthetic.build_corpus(out, TINY, seed=3)
+    build_corpus(out, TINY, seed=3)
     assert sorted(p.name for p in out.iterdir()) == ["README.txt", TEST_ARCHIVE, TRAIN_ARCHIVE]
     for folder, archive in (("train", TRAIN_ARCHIVE), ("test", TEST_ARCHIVE)):
         with tarfile.open(out / archive) as tar:
@@ -60,90 +64,36 @@ def _wav(path: Path) -> tuple:
 
 def test_deterministic(corpus, tmp_path):
     again = tmp_path / "again"
-    synthetic.build_corpus(again, TINY, seed=3, workers=1)  # other scheduling, same bytes
+    build_corpus(again, TINY, seed=3, workers=1)  # other scheduling, same bytes
     assert _files(again) == {k: v for k, v in _files(corpus).items() if "/" not in k}
 
 
 def _cfg(**kw):
-    return synthetic.check_params({**TINY, **kw})
+    return check_params({**TINY, **kw})
 
 
 def test_seed_changes_speakers():
     cfg = _cfg(num_speakers=20)
-    a, b = synthetic.select_speakers(cfg, 0), synthetic.select_speakers(cfg, 1)
-    assert a == synthetic.select_speakers(cfg, 0)
+    a, b = select_speakers(cfg, 0), select_speakers(cfg, 1)
+    assert a == select_speakers(cfg, 0)
     assert set(a) != set(b)
 
 
 def test_speakers_follow_engine_shares_and_ranges():
     cfg = _cfg(num_speakers=1000, engines={"espeak": 0.4, "flite": 0.2, "festival": 0.2, "mbrola": 0.1, "pico": 0.1})
-    speakers = synthetic.select_speakers(cfg, 0)
+    speakers = select_speakers(cfg, 0)
     engines = [s.engine for s in speakers.values()]
     assert {e: engines.count(e) for e in set(engines)} == {"espeak": 400, "flite": 200, "festival": 200,
                                                            "mbrola": 100, "pico": 100}
     for e in ("flite", "festival", "mbrola", "pico"):  # every voice of an engine gets its share
         voices = [s.voice for s in speakers.values() if s.engine == e]
-        assert set(voices) == set(synthetic.ENGINE_VOICES[e])
+        assert set(voices) == set(ENGINE_VOICES[e])
         assert max(map(voices.count, set(voices))) - min(map(voices.count, set(voices))) <= 1
     for key, attr in (("pitch_range", "pitch"), ("rate_range", "rate"), ("formant_range", "formant")):
         v = np.array([getattr(s, attr) for s in speakers.values()])
         lo, hi = cfg[key]
         assert lo - 1e-3 <= v.min() and v.max() <= hi + 1e-3 and np.ptp(v) > 0.8 * (hi - lo)
-    assert synthetic.engine_counts({"a": 1, "b": 1, "c": 1}, 10) in ({"a": 4, "b": 3, "c": 3},)
-
-
-def test_engines_available():
-    synthetic.check_voices()  # every voice of every engine really synthesises, all different
-
-
-def _f0(x: np.ndarray, rate: int) -> float:
-    """The f0 of a sustained vowel by autocorrelation over its middle 0.1 s."""
-    mid = x[len(x) // 2 - rate // 20: len(x) // 2 + rate // 20]
-    ac = np.correlate(mid, mid, "full")[len(mid) - 1:]
-    lo, hi = rate // 400, rate // 70
-    return rate / (lo + np.argmax(ac[lo:hi]))
-
-
-@pytest.mark.parametrize("engine, voice", [("pico", "en-US"), ("mbrola", "us1_mbrola"), ("festival", "rab_diphone"),
-                                           ("flite", "slt"), ("rhvoice", "clb")])
-def test_pitch_factor_moves_f0(engine, voice):
-    """Each engine's own pitch control (pico's markup, festival's intonation targets, flite's
-    f0 mean, RHVoice's percent) really moves f0 by about the requested factor."""
-    low, high = synthetic.synthesize(engine, voice, [("ah", 0.8, 1.0), ("ah", 1.25, 1.0)])
-    ratio = _f0(*high) / _f0(*low)
-    assert ratio == pytest.approx(1.25 / 0.8, rel=0.15)
-
-
-def test_formant_factor_scales_the_spectrum():
-    tone = np.sin(2 * np.pi * 1000 * np.arange(11025) / synthetic.ESPEAK_RATE)  # 1 kHz, 0.5 s
-    cfg = _cfg(channel_tilt_db=[0, 0], channel_ripple_db=0, noise_floor_db=[-120, -120])
-    for f in (0.9, 1.0, 1.15):
-        a = synthetic.place(tone, synthetic.ESPEAK_RATE, f, np.random.default_rng(0), cfg).astype(float)
-        peak_hz = np.argmax(np.abs(np.fft.rfft(a))) * synthetic.SAMPLE_RATE / len(a)
-        assert abs(peak_hz - 1000 * f) < 10
-        loud = np.flatnonzero(np.abs(a) > 0.5 * np.abs(a).max())
-        assert abs(loud[-1] - loud[0] - 8000 / f) < 100  # and it lasts 1/f as long
-
-
-def test_noise_floor_level_is_relative_to_the_peak():
-    tone = np.sin(2 * np.pi * 500 * np.arange(2205) / synthetic.ESPEAK_RATE)  # 0.1 s
-    cfg = _cfg(channel_tilt_db=[0, 0], channel_ripple_db=0, noise_floor_db=[-40, -40])
-    levels = []
-    for seed in range(5):
-        a = synthetic.place(tone, synthetic.ESPEAK_RATE, 1.0, np.random.default_rng(seed), cfg).astype(float)
-        loud = np.flatnonzero(np.abs(a) > 0.5 * np.abs(a).max())
-        quiet = np.concatenate([a[:max(loud[0] - 300, 0)], a[loud[-1] + 300:]])
-        levels.append(20 * np.log10(quiet.std() / np.abs(a).max()))
-    assert np.allclose(levels, -40, atol=1.5)
-
-
-def test_channel_tilts_the_spectrum():
-    x = np.random.default_rng(0).normal(size=16000)
-    y = synthetic.channel(x, np.random.default_rng(1), (-6, -6), 0.0)
-    p = np.abs(np.fft.rfft(y)) ** 2 / np.abs(np.fft.rfft(x)) ** 2
-    f = np.fft.rfftfreq(16000, 1 / 16000)
-    db = 10 * np.log10([p[(f > 450) & (f < 550)].mean(), p[(f > 3800) & (f < 4200)].mean()])
-    assert db[0] - db[1] == pytest.approx(18, abs=1)  # 3 octaves at -6 dB per octave
+    assert engine_counts({"a": 1, "b": 1, "c": 1}, 10) in ({"a": 4, "b": 3, "c": 3},)
 
 
 def test_train_layout(corpus):
@@ -209,7 +159,7 @@ def test_test_folder_only_test_speakers(corpus):
 
 def test_speakers_say_every_keyword_and_some_other_words(tmp_path):
     cfg = {**TINY, "num_speakers": 6, "takes_per_word": 1, "engines": {"espeak": 1}, "other_words_per_speaker": 3}
-    synthetic.build_corpus(tmp_path / "c", cfg, seed=0)
+    build_corpus(tmp_path / "c", cfg, seed=0)
     with tarfile.open(tmp_path / "c" / TRAIN_ARCHIVE) as tar:
         names = [m.name for m in tar.getmembers() if m.isfile() and m.name.endswith(".wav")]
         listed = tar.extractfile("testing_list.txt").read().decode().split()
@@ -222,9 +172,9 @@ def test_speakers_say_every_keyword_and_some_other_words(tmp_path):
     assert len(words) == 6 and set(listed) <= set(names)
     for sid, said in words.items():
         assert set(KEYWORDS) <= said and len(said - set(KEYWORDS)) == 3
-        assert said == set(synthetic.speaker_words(sid, 0, 3))
+        assert said == set(speaker_words(sid, 0, 3))
     assert len({frozenset(s) for s in words.values()}) > 1  # drawn per speaker
-    assert synthetic.speaker_words("abc", 0, len(OTHER_WORDS)) == ALL_WORDS
+    assert speaker_words("abc", 0, len(OTHER_WORDS)) == ALL_WORDS
 
 
 def test_background_noise(corpus):
@@ -241,42 +191,6 @@ def test_background_noise(corpus):
     assert np.ptp(spectra) > 0.5  # white vs brown/hum: really different colours
 
 
-def test_room_tone_lies_between_pink_and_brown():
-    """room_tone's power falls 1.5 decades per decade of frequency (pink 1, brown 2)."""
-    rng = np.random.default_rng(0)
-    f = np.fft.rfftfreq(16000 * 4, 1 / 16000)
-    band = (f >= 100) & (f <= 4000)
-    slopes = {}
-    for kind in ("pink_noise", "room_tone", "brown_noise"):
-        power = np.abs(np.fft.rfft(synthetic.noise(kind, 4.0, rng))) ** 2
-        slopes[kind] = np.polyfit(np.log10(f[band]), np.log10(power[band]), 1)[0]
-    assert slopes["room_tone"] == pytest.approx(-1.5, abs=0.1)
-    assert slopes["brown_noise"] < slopes["room_tone"] < slopes["pink_noise"]
-
-
-def test_resample_keeps_tone_rejects_alias():
-    t = np.arange(22050) / 22050
-    for f, passes in ((1000, True), (6000, True), (9500, False)):
-        y = synthetic.resample(np.sin(2 * np.pi * f * t))
-        assert len(y) == 16000
-        assert (np.abs(y[500:-500]).max() > 0.95) == passes
-
-
-@pytest.mark.parametrize("rate_in", [22050, 22100, 17300, 16000, 31900])
-def test_resample_equals_the_gathered_polyphase_sum(rate_in):
-    """The strided per-phase loop gives exactly (bit for bit: DVC hashes depend on it) the
-    textbook form: output n = taps of phase n*down % up . inputs around n*down // up."""
-    x = np.random.default_rng(rate_in).normal(size=9000)
-    g = np.gcd(rate_in, 16000)
-    up, down = 16000 // g, rate_in // g
-    table = synthetic._table(up, down)
-    half = table.shape[1] // 2
-    n = np.arange(len(x) * up // down)
-    windows = np.lib.stride_tricks.sliding_window_view(np.concatenate([np.zeros(half), x, np.zeros(half + 1)]), 2 * half)
-    expected = np.einsum("nk,nk->n", table[n * down % up], windows[n * down // up + 1])
-    assert np.array_equal(synthetic.resample(x, rate_in, 16000), expected)
-
-
 @pytest.mark.parametrize("bad, key", [
     ({"num_speakers": 2}, "num_speakers"), ({"engines": {"espeak": 1, "sapi": 1}}, "engines"),
     ({"engines": {"espeak": 0}}, "engines"), ({"formant_range": [1.2, 0.9]}, "formant_range"),
@@ -289,9 +203,9 @@ def test_resample_equals_the_gathered_polyphase_sum(rate_in):
 ])
 def test_bad_params(bad, key):
     with pytest.raises(KwsError, match=f"synthetic.{key}"):
-        synthetic.select_speakers(_cfg(**bad), 0)
+        select_speakers(_cfg(**bad), 0)
     with pytest.raises(KwsError, match="test_fraction"):
-        synthetic.split_speakers(["a", "b", "c"], 0.1, 0.7, 0)
+        split_speakers(["a", "b", "c"], 0.1, 0.7, 0)
 
 
 def _script(tmp_path, params, out, env=None):

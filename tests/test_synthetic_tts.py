@@ -1,0 +1,60 @@
+"""The TTS engines (kws/synthetic/tts.py): every voice is real and distinct, pitch control works,
+and the one Debian package list agrees with the Makefile and the code's install hints."""
+import subprocess
+import typing
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kws import params
+from kws.synthetic import tts
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_engines_available():
+    tts.check_engines(list(tts.ENGINE_VOICES))  # every voice of every engine really synthesises, all different
+
+
+def _f0(x: np.ndarray, rate: int) -> float:
+    """The f0 of a sustained vowel by autocorrelation over its middle 0.1 s."""
+    mid = x[len(x) // 2 - rate // 20: len(x) // 2 + rate // 20]
+    ac = np.correlate(mid, mid, "full")[len(mid) - 1:]
+    lo, hi = rate // 400, rate // 70
+    return rate / (lo + np.argmax(ac[lo:hi]))
+
+
+@pytest.mark.parametrize("engine, voice", [("pico", "en-US"), ("mbrola", "us1_mbrola"), ("festival", "rab_diphone"),
+                                           ("flite", "slt"), ("rhvoice", "clb")])
+def test_pitch_factor_moves_f0(engine, voice):
+    """Each engine's own pitch control (pico's markup, festival's intonation targets, flite's
+    f0 mean, RHVoice's percent) really moves f0 by about the requested factor."""
+    low, high = tts.synthesize(engine, voice, [("ah", 0.8, 1.0), ("ah", 1.25, 1.0)])
+    ratio = _f0(*high) / _f0(*low)
+    assert ratio == pytest.approx(1.25 / 0.8, rel=0.15)
+
+
+def test_engines_match_the_params_schema():
+    assert set(tts.ENGINE_VOICES) == set(tts.ENGINE_COMMANDS) == set(typing.get_args(params.Engine))
+
+
+def test_one_debian_package_list_for_the_makefile_and_the_code():
+    """debian-packages.txt is the list: `make debian-packages` installs its first column, in order,
+    and the code's install hints name only its packages, for known engines and voices."""
+    listed = [package for package, _, _ in tts.debian_packages()]
+    make = subprocess.run(["make", "--no-print-directory", "--eval", "print-debian-packages: ; @echo $(DEBIAN_PACKAGES)",
+                           "print-debian-packages"], cwd=REPO, capture_output=True, text=True, check=True)
+    assert make.stdout.split() == listed
+    assert len(set(listed)) == len(listed), "a package listed twice"
+    for package, engine, voices in tts.debian_packages():
+        assert engine is None or engine in tts.ENGINE_VOICES, f"{package}: unknown engine {engine}"
+        assert set(voices) <= set(tts.ENGINE_VOICES.get(engine, ())), f"{package}: unknown voices {voices}"
+    for engine, voices in tts.ENGINE_VOICES.items():
+        assert tts.packages(engine) and set(tts.packages(engine).split()) <= set(listed), engine
+        for voice in voices:
+            if tts.front_end(engine, voice) == "festival":  # its error names the voice's own package
+                assert len(tts.packages(engine, voice).split()) == 1, (engine, voice)
+    assert tts.packages("festival", "rab_diphone") == "festvox-rablpc16k"
+    assert tts.packages("mbrola_accented", "mb-de4-en") == "mbrola-de4"
+    assert tts.packages("rhvoice", "clb") == tts.packages("rhvoice") == "rhvoice rhvoice-english"
