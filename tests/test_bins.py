@@ -206,19 +206,6 @@ def test_float_predictions_equal_a_model_run_on_the_float_samples(model, fixture
     assert (bins.float_predictions(model, x_model, tampered) == on_float).all()
 
 
-def test_layout_and_ties():
-    x = np.arange(2 * 49 * 10, dtype=np.float32).reshape(2, 49, 10)
-    assert np.array_equal(files.to_model_layout(x, (1, 1, 10, 49))[:, 0], x.transpose(0, 2, 1))
-    assert files.to_model_layout(x, (1, 49, 10)) is x
-    td = np.zeros((2, 16000, 1), np.float32)
-    assert files.to_model_layout(td, (1, 1, 16000)).shape == (2, 1, 16000)
-    pred, ties = scoring.predict(np.array([[0.0, 0.5, 0.5], [1.0, 0.0, 1.0], [2.0, 1.0, 0.0]]))
-    assert pred.tolist() == [2, 2, 0] and ties == 2  # the LAST maximum wins
-    quant = InputQuant(scale=0.5, zero_point=0.0, bit_width=8, signed=True, narrow=True)
-    assert files.bin_dtype(quant.dtype, "td_samples") == np.int16 and files.bin_dtype(quant.dtype, "mfcc") == np.int8
-    assert quant.quantize(np.array([-1000.0, 0.25, 0.75, 1000.0])).tolist() == [-127, 0, 2, 127]
-
-
 @pytest.mark.parametrize("exporter", ["kws.export", "brevitas-dynamo"])
 def test_own_brevitas_model_round_trip(tmp_path, exporter):
     """A tiny model from kws.model, exported to QONNX, through bins end to end; the dynamo
