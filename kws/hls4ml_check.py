@@ -315,6 +315,10 @@ def derive_precisions(model: ModelWrapper, mantissa_bits: int = 23) -> dict[str,
 
 
 def _hls4ml():
+    # hls4ml imports TensorFlow: its C++ INFO lines and google.api_core's note on Python 3.11's
+    # end of support (2027) say nothing about this check
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.filterwarnings("ignore", message="You are using a Python version", category=FutureWarning)
     import hls4ml  # heavy; only the enabled stage pays for it
 
     return hls4ml
