@@ -20,6 +20,10 @@ from kws.qonnx_model import input_only_feeds_quant, input_quant, input_shape, on
 from kws.scoring import Validation, predict
 
 
+# metrics/bins.json: what a user compares across experiments (all figures: reports/bins.json)
+HEADLINE = ("accuracy", "ties")
+
+
 def check_params(p: "params.Bins | dict | None") -> dict:
     """The `bins:` section as a dict, checked by kws.params (defaults from the schema)."""
     return params.section(params.Bins, p, "bins").model_dump()

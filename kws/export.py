@@ -1,7 +1,6 @@
 """Export a trained checkpoint to QONNX, checked against the Brevitas model before anything is written."""
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from dataclasses import fields
@@ -15,7 +14,7 @@ from kws import params
 from kws.common import KwsError, atomic_path
 from kws.model import ModelConfig, build_model, config_from_params
 from kws.checkpoints import download_experiment_state, latest_local_state
-from kws.files import load_feature_splits, to_model_layout
+from kws.files import load_feature_splits, to_model_layout, write_metrics
 from kws.qonnx_model import check_runtime_compatible, load_qonnx, run_batch
 
 
@@ -142,7 +141,12 @@ def check_export_params(p: "params.Export | dict | None") -> tuple[int, float, i
     return e.check_samples, float(e.atol), e.opset
 
 
-def run_export(params: dict, features_dir, out_path, metrics_path, ckpt_dir=None, experiment_file=None) -> dict:
+# metrics/export.json: what a user compares across experiments (all figures: reports/export.json)
+HEADLINE = ("max_abs_logit_diff", "rounding_flips")
+
+
+def run_export(params: dict, features_dir, out_path, metrics_path, ckpt_dir=None, experiment_file=None,
+               report_path=None) -> dict:
     n_check, atol, opset = check_export_params(params.get("export"))
     if experiment_file is not None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -158,6 +162,5 @@ def run_export(params: dict, features_dir, out_path, metrics_path, ckpt_dir=None
     test_acc = float(np.mean(run_batch(qmodel, x_test).argmax(1) == y_test))
     metrics = {**stats, "qonnx_test_accuracy": test_acc, "num_test": len(y_test),
                "epoch": int(state["epoch"]), "input_scale": cfg.input_scale}
-    with atomic_path(metrics_path) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    write_metrics(metrics_path, report_path, metrics, HEADLINE)
     return metrics

@@ -2,6 +2,7 @@
 BIN folders (BIN files + y_labels.csv), the model-layout transpose, metrics JSON and CSV tables."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -181,6 +182,19 @@ def write_json(path: str | os.PathLike, obj) -> None:
     """Metrics JSON, indented, renamed into place."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def write_metrics(metrics_path: str | os.PathLike, report_path: str | os.PathLike | None, figures: dict,
+                  headline: tuple[str, ...]) -> None:
+    """The `headline` figures to `metrics_path`, a DVC metric: what a user compares across
+    experiments, few enough that `dvc metrics show` and `dvc exp show` stay readable. All
+    `figures` to `report_path`, a JSON file DVC does not read as metrics. Both files or neither."""
+    with contextlib.ExitStack() as stack:
+        m = stack.enter_context(atomic_path(metrics_path))
+        m.write_text(json.dumps({k: figures[k] for k in headline}, indent=2) + "\n")
+        if report_path is not None:
+            r = stack.enter_context(atomic_path(report_path))
+            r.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 def write_csv(path: str | os.PathLike, rows: list[dict], fields: list[str] | tuple[str, ...]) -> None:

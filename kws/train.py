@@ -28,12 +28,14 @@ from tqdm import tqdm
 from kws import augment, params
 from kws.checkpoints import list_local_checkpoints, restore, save
 from kws.common import KwsError
-from kws.files import SPLITS, load_feature_splits, to_model_layout, write_csv, write_json
+from kws.files import SPLITS, load_feature_splits, to_model_layout, write_csv, write_metrics
 from kws.kernels import kernel_settings
 from kws.labels import NUM_CLASSES, UNKNOWN
 from kws.model import ModelConfig, build_model, config_from_params, num_weights, weight_kib
 
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_accuracy", "lr")
+# metrics/train.json: what a user compares across experiments (all figures: reports/train.json)
+HEADLINE = ("val_accuracy", "test_accuracy", "weight_kib")
 # train: keys that only say where/how to run, not what is trained
 NON_RECIPE_KEYS = ("det_master", "searcher", "sweep")
 VALIDATION_METRICS = ("val_accuracy", "val_loss")  # what train() reports after each epoch
@@ -353,7 +355,8 @@ def outputs_from_state(state: dict, data: Splits) -> tuple[dict, list[dict]]:
     return final_metrics(model.eval(), cfg, state["hp"], data, state["input_clip"], state["fingerprint"]), state["history"]
 
 
-def write_outputs(metrics: dict, history: list[dict], metrics_path, plots_path) -> None:
-    """metrics/train.json (the final figures) and plots/train.csv (one row per epoch)."""
-    write_json(metrics_path, metrics)
+def write_outputs(metrics: dict, history: list[dict], metrics_path, plots_path, report_path=None) -> None:
+    """metrics/train.json (the headline figures), reports/train.json (all final figures) and
+    plots/train.csv (one row per epoch)."""
+    write_metrics(metrics_path, report_path, metrics, HEADLINE)
     write_csv(plots_path, history, HISTORY_FIELDS)

@@ -16,7 +16,8 @@ def main() -> None:
     ap.add_argument("--experiment-file", default="experiment_number.txt",
                     help="used instead of --checkpoints when DET_MASTER or train.det_master is set")
     ap.add_argument("--out", default="training_checkpoint/QONNX_model.onnx", help="the QONNX model to write")
-    ap.add_argument("--metrics", default="metrics/export.json", help="the export check's figures (JSON)")
+    ap.add_argument("--metrics", default="metrics/export.json", help="the export check's headline figures (JSON)")
+    ap.add_argument("--report", default="reports/export.json", help="all the export check's figures (JSON)")
     args = ap.parse_args()
 
     from kws.export import run_export
@@ -25,7 +26,7 @@ def main() -> None:
     on_cluster = os.environ.get("DET_MASTER") or (params.get("train") or {}).get("det_master")
     m = run_export(params, args.features, args.out, args.metrics,
                    ckpt_dir=None if on_cluster else args.checkpoints,
-                   experiment_file=Path(args.experiment_file) if on_cluster else None)
+                   experiment_file=Path(args.experiment_file) if on_cluster else None, report_path=args.report)
     print(f"wrote {args.out}: max |logit diff| {m['max_abs_logit_diff']:.2g}, "
           f"QONNX test accuracy {m['qonnx_test_accuracy']:.4f}")
 

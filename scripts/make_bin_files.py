@@ -28,7 +28,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--bin_file_path", default="kws_bin_files", help="BIN folder (replaced as a whole)")
     p.add_argument("--num_bin_files", type=int, help="default: params bins.num_bin_files")
     p.add_argument("--feature_type", help="mfcc | lfbe | td_samples (default: params features.feature_type)")
-    p.add_argument("--metrics", help="metrics JSON (make default: metrics/bins.json)")
+    p.add_argument("--metrics", help="headline metrics JSON (make default: metrics/bins.json)")
+    p.add_argument("--report", help="all figures, JSON (make default: reports/bins.json)")
     p.add_argument("--plot", help="confusion matrix PNG (make default: plots/confusion.png)")
     p.add_argument("--per_class", help="per-label accuracy CSV (make default: plots/per_class.csv)")
     p.add_argument("--predictions", help="validate: also write the predictions CSV here")
@@ -38,12 +39,13 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def write_outputs(v: scoring.Validation, metrics_path, plot_path, float_accuracy=None, per_class_path=None) -> None:
+def write_outputs(v: scoring.Validation, metrics_path, plot_path, float_accuracy=None, per_class_path=None,
+                  report_path=None) -> None:
     m = scoring.metrics(v, float_accuracy)
     if metrics_path:
-        with open(metrics_path, "w") as f:
-            json.dump(m, f, indent=2)
-            f.write("\n")
+        metrics_path.write_text(json.dumps({k: m[k] for k in bins.HEADLINE}, indent=2) + "\n")
+    if report_path:
+        report_path.write_text(json.dumps(m, indent=2) + "\n")
     if per_class_path:
         scoring.write_per_class_csv(per_class_path, v)
     if plot_path:
@@ -79,8 +81,8 @@ def main() -> None:
         # each given output is renamed into place only after all of them were written
         with contextlib.ExitStack() as stack:
             tmp = {k: stack.enter_context(atomic_path(getattr(args, k)))
-                   for k in ("metrics", "plot", "predictions") if getattr(args, k)}
-            write_outputs(v, tmp.get("metrics"), tmp.get("plot"))
+                   for k in ("metrics", "plot", "predictions", "report") if getattr(args, k)}
+            write_outputs(v, tmp.get("metrics"), tmp.get("plot"), report_path=tmp.get("report"))
             if "predictions" in tmp:
                 files.write_labels_csv(tmp["predictions"], v.names, v.predictions, NUM_CLASSES)
         return
@@ -94,11 +96,12 @@ def main() -> None:
     metrics_path = args.metrics or "metrics/bins.json"
     plot_path = args.plot or "plots/confusion.png"
     per_class_path = args.per_class or "plots/per_class.csv"
+    report_path = args.report or "reports/bins.json"
     with (atomic_path(args.bin_file_path) as folder, atomic_path(metrics_path) as m, atomic_path(plot_path) as p,
-          atomic_path(per_class_path) as c):
+          atomic_path(per_class_path) as c, atomic_path(report_path) as r):
         v, float_accuracy = bins.make_bins(folder, model, x, y, feature_type, num, cfg["max_accuracy_gap"],
-                                                onnxruntime, source=str(features))
-        write_outputs(v, m, p, float_accuracy, c)
+                                           onnxruntime, source=str(features))
+        write_outputs(v, m, p, float_accuracy, c, r)
     report(v, float_accuracy)
 
 

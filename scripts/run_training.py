@@ -22,6 +22,7 @@ def main() -> None:
     ap.add_argument("--checkpoints", default="checkpoints", help="local checkpoint folder (DVC out)")
     ap.add_argument("--metrics", default="metrics/train.json", help="final accuracies and losses (JSON)")
     ap.add_argument("--plots", default="plots/train.csv", help="per-epoch losses and accuracy (CSV)")
+    ap.add_argument("--report", default="reports/train.json", help="all final figures (JSON; --metrics holds the headline ones)")
     ap.add_argument("--template", default=str(REPO / "kws_tf_template_finn.yaml"), help="cluster only: the experiment config template")
     ap.add_argument("--experiment-file", default="experiment_number.txt", help="cluster only: where the experiment id is written")
     ap.add_argument("--no-wait", action="store_true", help="cluster only: return after submitting")
@@ -40,11 +41,11 @@ def main() -> None:
 
         determined.submit(params, master, REPO, Path(args.template), Path(args.experiment_file), wait=not args.no_wait)
         if not args.no_wait:
-            determined.write_cluster_outputs(args.experiment_file, args.features, args.metrics, args.plots)
+            determined.write_cluster_outputs(args.experiment_file, args.features, args.metrics, args.plots, args.report)
     else:
         from kws.engines import local
 
-        m = local.run_local(params, args.features, args.checkpoints, args.metrics, args.plots)
+        m = local.run_local(params, args.features, args.checkpoints, args.metrics, args.plots, report_path=args.report)
         print(f"val accuracy {m['val_accuracy']:.4f}, test accuracy {m['test_accuracy']:.4f}, "
               f"input scale {m['input_scale']:.5f}")
 

@@ -59,7 +59,7 @@ def make_args(tmp_path, finn_fixture, features_dir, *extra):
     return ["--model", finn_fixture / "QONNX_model.onnx", "--features", features_dir,
             "--params", tmp_path / "params.yaml", "--bin_file_path", tmp_path / "bins",
             "--metrics", tmp_path / "bins.json", "--plot", tmp_path / "confusion.png",
-            "--per_class", tmp_path / "per_class.csv", *extra]
+            "--per_class", tmp_path / "per_class.csv", "--report", tmp_path / "report.json", *extra]
 
 
 def test_validator_reproduces_fixture_predictions(finn_fixture, model, tmp_path):
@@ -89,9 +89,10 @@ def test_round_trip_is_byte_identical(finn_fixture, features_dir, tmp_path):
         assert (ours / name).read_bytes() == (theirs / name).read_bytes(), name
     assert (ours / "y_labels.csv").read_bytes() == (theirs / "y_labels.csv").read_bytes()
     assert (ours / files.PREDICTIONS_CSV).read_bytes() == (theirs / "tflm_labels.csv").read_bytes()
-    m = json.loads((tmp_path / "bins.json").read_text())
+    m = json.loads((tmp_path / "report.json").read_text())
     assert m["num_files"] == 200 and m["accuracy"] == pytest.approx(0.81) and m["accuracy_gap"] == 0
     assert set(m) == {"accuracy", "num_files", "ties", "float_accuracy", "accuracy_gap", "onnxruntime_max_abs_diff"}
+    assert json.loads((tmp_path / "bins.json").read_text()) == {"accuracy": m["accuracy"], "ties": m["ties"]}
     rows = list(csv.DictReader(open(tmp_path / "per_class.csv")))
     assert [r["label"] for r in rows] == list(LABELS) and sum(int(r["files"]) for r in rows) == 200
     assert sum(int(r["correct"]) for r in rows) == round(m["accuracy"] * 200)

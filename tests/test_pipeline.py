@@ -91,6 +91,10 @@ def test_outputs_and_metrics_exist(tiny_repo):
     shown = dvc(tiny_repo, "metrics", "show").stdout
     for name in ("metrics/train.json", "metrics/export.json", "metrics/bins.json"):
         assert name in shown
+    # the headline figures only (the rest is in reports/): the table fits a 120-column terminal
+    assert max(len(line) for line in shown.splitlines()) <= 120, shown
+    for name in ("train", "export", "bins"):
+        assert json.loads((tiny_repo / "reports" / f"{name}.json").read_text())
 
 
 def test_nothing_reruns_when_nothing_changed(tiny_repo):

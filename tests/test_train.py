@@ -62,10 +62,13 @@ def test_trains_well_above_chance_and_writes_outputs(blobs, tmp_path, monkeypatc
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
     out = tmp_path / "run"
     m = L.run_local(tiny_params(), blobs, out / "checkpoints", out / "metrics/train.json", out / "plots/train.csv",
-                    progress=False)
+                    progress=False, report_path=out / "reports/train.json")
     assert not home.exists()
     assert m["test_accuracy"] > 0.5 and m["val_accuracy"] > 0.5  # chance is 1/12
-    saved = json.loads((out / "metrics/train.json").read_text())
+    # the headline figures are the DVC metric; all of them go to the report
+    headline = json.loads((out / "metrics/train.json").read_text())
+    assert headline == {k: m[k] for k in ("val_accuracy", "test_accuracy", "weight_kib")}
+    saved = json.loads((out / "reports/train.json").read_text())
     assert saved == m and saved["num_weights"] == 259584
     x = np.load(blobs / "train.npz")["x"]
     lo, hi = np.percentile(x, [1, 99])

@@ -132,12 +132,12 @@ def submit(params: dict, master: str, repo: Path, template: Path, experiment_fil
     return exp.id
 
 
-def write_cluster_outputs(experiment_file, features_dir, metrics_path, plots_path) -> dict:
+def write_cluster_outputs(experiment_file, features_dir, metrics_path, plots_path, report_path=None) -> dict:
     """After a cluster run: the experiment's best checkpoint, evaluated here on the local features."""
     with tempfile.TemporaryDirectory() as tmp:
         state, _ = download_experiment_state(experiment_file, tmp)
     metrics, history = outputs_from_state(state, load_features(features_dir))
-    write_outputs(metrics, history, metrics_path, plots_path)
+    write_outputs(metrics, history, metrics_path, plots_path, report_path)
     return metrics
 
 
