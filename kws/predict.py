@@ -160,9 +160,9 @@ class Spotter:
             # only this chunk's stretch of the audio is copied (padded): long files stay cheap
             lo, hi = max(int(chunk[0]), 0), min(int(chunk[-1]) + self.size, len(audio))
             windows, lengths = cut(audio[lo:hi], chunk - lo, self.size)
-            valid = np.arange(self.size) < lengths[:, None]
-            peak = np.where(valid, windows, np.iinfo(np.int16).min).max(axis=1)
-            keep = np.flatnonzero(peak > 0)  # the rest stay Silence: x / max(x) is undefined
+            # no positive sample, no peak to divide by (x / max(x)): those windows stay Silence.
+            # The zeros past the recording's end are never positive, so the whole window will do.
+            keep = np.flatnonzero(windows.max(axis=1) > 0)
             if not len(keep):
                 continue
             x = extract(windows[keep], lengths[keep], self.cfg, progress=False)
