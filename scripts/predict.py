@@ -31,7 +31,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--model", default="training_checkpoint/QONNX_model.onnx",
                    help="the QONNX model (make repro or dvc pull builds it)")
     p.add_argument("--params", default="params.yaml",
-                   help="its features: and predict: sections (if params.yaml is missing: the schema's values)")
+                   help="params file whose features: and predict: sections apply (no params.yaml: the schema's values)")
     p.add_argument("--hop_ms", type=float, help=f"window hop in ms (default: params predict.hop_ms, {DEFAULTS.hop_ms:g})")
     p.add_argument("--threshold", type=float,
                    help=f"lowest window score (softmax of the logits, 0-1) that counts (default: params predict.threshold, {DEFAULTS.threshold:g})")
@@ -59,6 +59,8 @@ def settings(args) -> tuple[FeatureConfig, dict]:
 def main() -> None:
     args = parse_args()
     features, predict = settings(args)
+    if not Path(args.model).is_file():
+        raise KwsError(f"{args.model}: model file not found (make repro builds it; dvc pull restores the shipped one)")
     from kws.predict import Spotter  # after the arguments: --help and bad options answer at once
 
     spotter = Spotter(args.model, features, predict, threads=args.threads)
