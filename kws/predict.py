@@ -14,9 +14,9 @@
      silence) has nothing to normalise by (the features would be NaN): it is Silence, score 1.
   6. Detections: consecutive windows whose label is the same keyword with a score of at least
      predict.threshold, at least predict.min_windows of them (fewer if the recording has fewer
-     windows), make one detection. Its times are
-     the audio every one of its windows holds (the last window's start to the first window's
-     end), its score the highest of its windows.
+     windows), make one detection. Its times are the audio every one of its windows holds (the
+     last window's start to the first window's end: where the word must be), its score the
+     highest of its windows.
 """
 from __future__ import annotations
 
@@ -111,8 +111,8 @@ def merge(starts: np.ndarray, labels: np.ndarray, scores: np.ndarray, window: fl
         while j + 1 < len(hit) and hit[j + 1] == hit[i]:
             j += 1
         if hit[i] >= 0 and j - i + 1 >= need:
-            # the audio all of its windows share; a run longer than one window shares none, and
-            # then its middle window's span stands for it
+            # the audio all of its windows share; a run whose windows span more than twice a
+            # window's length shares none, and then its middle window stands for it
             lo, hi = starts[j], starts[i] + window
             if hi <= lo:
                 mid = starts[(i + j) // 2]
@@ -138,8 +138,11 @@ class Spotter:
                            f"(features.clip_duration_ms {features.clip_duration_ms}): audio between windows would be skipped")
         self.model = load_model(model_path)
         self.shape = input_shape(self.model)
-        if features.feature_type == "td_samples" and np.prod(self.shape[1:]) != self.size:
-            raise KwsError(f"{model_path}: input {self.shape} does not take {self.size} samples")
+        try:  # the params' features must be what the model takes: said once, not once per file
+            to_model_layout(np.zeros((1, *features.shape), np.float32), self.shape)
+        except KwsError:
+            raise KwsError(f"{model_path}: takes input {tuple(self.shape[1:])}, not params features: "
+                           f"{features.feature_type} {features.shape}") from None
         self.threads = threads
         self._run = None
 

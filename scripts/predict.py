@@ -89,7 +89,7 @@ def main() -> None:
         with atomic_path(args.plot) as tmp:
             plot(results, tmp, spotter.settings.threshold)
     if failed:
-        raise KwsError(f"{failed} of {len(args.audio)} file(s) could not be read")
+        raise KwsError(f"{failed} of {len(args.audio)} file(s) could not be processed")
 
 
 if __name__ == "__main__":

@@ -131,9 +131,11 @@ def test_consecutive_windows_of_one_keyword_merge_into_one_detection():
     assert merge(np.zeros(1), np.array([yes]), one_hot([yes]), 1.0, 0.7, 3)[0].label == "Yes"
 
 
-def test_spotter_refuses_a_hop_longer_than_the_window(trained_model):
+def test_spotter_refuses_a_hop_longer_than_the_window_and_features_the_model_does_not_take(trained_model):
     with pytest.raises(KwsError, match="predict.hop_ms"):
         Spotter(trained_model, FeatureConfig(), {"hop_ms": 1500})
+    with pytest.raises(KwsError, match=r"takes input \(1, 10, 49\), not params features: lfbe \(49, 40\)"):
+        Spotter(trained_model, FeatureConfig(feature_type="lfbe"))
 
 
 # ------------------------------------------------------------------ decoding
@@ -232,4 +234,4 @@ def test_cli_json_lines_and_bad_files_among_good_ones(trained_model, yes_mp3, tm
     assert set(rows[0]) == {"file", "start", "end", "label", "score", "windows"}
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {missing}: file not found", f"error: {empty}: empty file",
-                      "error: 2 of 3 file(s) could not be read"], r.stderr
+                      "error: 2 of 3 file(s) could not be processed"], r.stderr
