@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from kws.common import KwsError, HelpFormatter, atomic_path, run_cli
@@ -61,6 +62,9 @@ def main() -> None:
     features, predict = settings(args)
     if not Path(args.model).is_file():
         raise KwsError(f"{args.model}: model file not found (make repro builds it; dvc pull restores the shipped one)")
+    # TensorFlow's import pulls in google.api_core, which warns about Python 3.11's end of life
+    # (2027): nothing a user of this command can act on
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core")
     from kws.predict import Spotter  # after the arguments: --help and bad options answer at once
 
     spotter = Spotter(args.model, features, predict, threads=args.threads)
@@ -81,7 +85,8 @@ def main() -> None:
                 print(prefix + d.line())
         sys.stdout.flush()
         n = len(result.detections)
-        print(f"{path}: {n} detection{'s' * (n != 1)} in {result.duration:.2f} s ({len(result.starts)} windows)",
+        w = len(result.starts)
+        print(f"{path}: {n} detection{'s' * (n != 1)} in {result.duration:.2f} s ({w} window{'s' * (w != 1)})",
               file=sys.stderr)
     if args.plot and results:
         from kws.predict import plot
