@@ -14,7 +14,7 @@ APT_CONTRIB_NON_FREE := /etc/apt/sources.list.d/kws-contrib-non-free.sources
 # torch==2.13.0+cpu comes from PyTorch's CPU index, unless pip's configured wheel folder has it
 TORCH_INDEX ?= $(if $(wildcard /opt/wheels/torch-2.13.0+cpu*),,https://download.pytorch.org/whl/cpu)
 
-.PHONY: setup debian-packages repro repro-real bins sweep test bench hls4ml-check finn-venv finn-check real-speech-check lock clean
+.PHONY: setup debian-packages repro repro-real bins sweep test bench predict hls4ml-check finn-venv finn-check real-speech-check lock clean
 
 setup: debian-packages $(VENV)/.installed
 
@@ -119,6 +119,15 @@ real-speech-check: setup
 # the FINN venv too: tests/test_finn_check.py runs FINN in it
 test: setup finn-venv
 	$(PY) -m pytest -q
+
+# Keywords in your own recordings (any format ffmpeg reads) with the trained model: pulled from
+# the in-repo DVC remote if `make repro` has not built it. AUDIO: one or more files; OPTS: more
+# options of scripts/predict.py (--json, --plot out.png, --threshold ...).
+MODEL ?= training_checkpoint/QONNX_model.onnx
+predict: setup
+	@test -n "$(AUDIO)" || { echo "usage: make predict AUDIO=<recording> [AUDIO=\"a.wav b.mp3\"] [OPTS=--json]"; exit 2; }
+	@test -f "$(MODEL)" || $(DVC) pull -q training_checkpoint/QONNX_model.onnx
+	$(PY) -m scripts.predict --model $(MODEL) $(OPTS) $(AUDIO)
 
 bench: setup
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

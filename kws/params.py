@@ -194,6 +194,12 @@ class Finn(Section):
     target_fps: Annotated[int, Field(gt=0), BeforeValidator(_whole_float_as_int)] = 100000
 
 
+class Predict(Section):
+    hop_ms: Annotated[float, Field(gt=0)] = 100
+    threshold: Probability = 0.7
+    min_windows: PositiveInt = 3
+
+
 class Params(Section):
     """params.yaml as a whole."""
     seed: NonNegativeInt = 0
@@ -206,6 +212,7 @@ class Params(Section):
     bins: Bins = Bins()
     hls4ml: Hls4ml = Hls4ml()
     finn: Finn = Finn()
+    predict: Predict = Predict()
 
 
 # pydantic's error types in the words the project's other messages use

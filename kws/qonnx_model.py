@@ -187,20 +187,34 @@ def load_model(path: str | os.PathLike) -> ModelWrapper:
     return model
 
 
-def onnxruntime_logits(model: ModelWrapper, x: np.ndarray) -> np.ndarray:
-    """Logits from onnxruntime on the QCDQ form (QuantizeLinear-Clip-DequantizeLinear), an
-    independent runtime. Basic graph optimisation only: higher levels fuse ops and change numbers."""
+def onnxruntime_session(model: ModelWrapper, batch: int, threads: int | None = None):
+    """A function x (batch, ...) -> logits (batch, classes) running onnxruntime on the QCDQ form
+    (QuantizeLinear-Clip-DequantizeLinear), an independent runtime, built once for reuse.
+    Basic graph optimisation only: higher levels fuse ops and change numbers. `threads`: its
+    intra-op threads (None: onnxruntime's default, one per core)."""
     import onnxruntime as ort
     from qonnx.transformation.qonnx_to_qcdq import QuantToQCDQ
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the opset bump of old exports is expected
-        qcdq = with_batch_size(model, len(x)).transform(QuantToQCDQ())
+        qcdq = with_batch_size(model, batch).transform(QuantToQCDQ())
     left = [n.op_type for n in qcdq.graph.node if n.op_type in ("Quant", "BipolarQuant", "Trunc")]
     if left:
         raise KwsError(f"onnxruntime check: {len(left)} {left[0]} node(s) have no QCDQ form")
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    if threads is not None:
+        opts.intra_op_num_threads = opts.inter_op_num_threads = threads
     sess = ort.InferenceSession(qcdq.model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    out = sess.run(None, {sess.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)})[0]
-    return np.asarray(out).reshape(len(x), -1)
+    name = sess.get_inputs()[0].name
+
+    def run(x: np.ndarray) -> np.ndarray:
+        out = sess.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+        return np.asarray(out).reshape(len(x), -1)
+
+    return run
+
+
+def onnxruntime_logits(model: ModelWrapper, x: np.ndarray) -> np.ndarray:
+    """Logits from onnxruntime on the QCDQ form (see onnxruntime_session), in one batch."""
+    return onnxruntime_session(model, len(x))(x)
