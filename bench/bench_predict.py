@@ -28,7 +28,7 @@ CPU = sorted(os.sched_getaffinity(0))[0]
 os.sched_setaffinity(0, {CPU})  # before any library starts its threads
 
 import recordings  # noqa: E402
-from kws.audio import decode  # noqa: E402
+from kws.recording import decode  # noqa: E402
 from kws.features import FeatureConfig  # noqa: E402
 from kws.params import Params  # noqa: E402
 from kws.predict import Spotter  # noqa: E402

@@ -1,6 +1,6 @@
 """Keywords in a recording: the trained model slid over it, window by window.
 
-  1. Decode (kws.audio): any file ffmpeg reads -> int16 mono at features.sample_rate (soxr).
+  1. Decode (kws.recording): any file ffmpeg reads -> int16 mono at features.sample_rate (soxr).
   2. Windows: one training clip long (features.clip_duration_ms, 1 s), one every predict.hop_ms.
      A recording no longer than a clip is one window, zero-padded with its length recorded,
      exactly as the dataset stage pads short clips. A longer one is windowed as if silence (zeros)
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kws import params
-from kws.audio import decode
+from kws.recording import decode
 from kws.common import KwsError
 from kws.features import FeatureConfig, extract
 from kws.files import to_model_layout

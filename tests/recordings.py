@@ -1,5 +1,5 @@
 """Long test recordings with known keyword times: several synthetic voices (the corpus's own TTS
-engines, kws.synthetic.synthesize) saying keywords with other words between them, over the corpus's
+engines, kws.synthetic.tts.synthesize) saying keywords with other words between them, over the corpus's
 background noise (kws.synthetic.noise). Used by tests/test_predict.py, bench/bench_predict.py and
 bench/tune_predict.py; a pure function of its arguments."""
 from __future__ import annotations
@@ -9,10 +9,11 @@ from dataclasses import dataclass
 import numpy as np
 import soxr
 
-from kws import synthetic
+from kws.synthetic import audio, tts
+from kws.synthetic.noise import noise as background_noise
 from kws.labels import KEYWORDS, LABELS, OTHER_WORDS
 
-RATE = synthetic.SAMPLE_RATE
+RATE = audio.SAMPLE_RATE
 # words outside Speech Commands (none sounds like a keyword), besides its 25 other words
 OUTSIDE_WORDS = ("table", "window", "garden", "morning", "purple", "pencil", "music", "coffee", "basket",
                  "river", "number", "little", "paper", "water", "city", "summer")
@@ -40,10 +41,10 @@ class Word:
 def speak(engine: str, voice: str, items: list[tuple[str, float, float]]) -> list[np.ndarray]:
     """(word, pitch factor, duration factor) -> trimmed float 16 kHz audio, peak 1."""
     out = []
-    for x, rate in synthetic.synthesize(engine, voice, items):
+    for x, rate in tts.synthesize(engine, voice, items):
         if rate != RATE:
             x = soxr.resample(x, rate, RATE)
-        x = synthetic.trim(x)
+        x = audio.trim(x)
         out.append(x / np.abs(x).max())
     return out
 
@@ -81,14 +82,14 @@ def recording(seed: int, seconds: float = 60.0, keywords: int = 10, voices=TEST_
             words.append(Word(round(s / RATE, 3), round((s + len(clip)) / RATE, 3), str(text), label, f"{engine}:{voice}"))
             t += len(clip) / RATE
     kinds = rng.choice(noise_kinds, 2, replace=False)
-    noise = sum(synthetic.noise(str(kind), seconds, rng) * rng.uniform(0.5, 1.0) for kind in kinds)
+    noise = sum(background_noise(str(kind), seconds, rng) * rng.uniform(0.5, 1.0) for kind in kinds)
     voiced = np.concatenate([speech[int(w.start * RATE):int(w.end * RATE)] for w in words])
     snr = rng.uniform(*snr_db)
     recording.last_noise = (tuple(str(k) for k in kinds), round(snr, 1))  # for diagnostics
     noise *= np.sqrt(np.mean(voiced ** 2) / np.mean(noise ** 2)) / 10 ** (snr / 20)
     mix = speech + noise
     mix *= 0.9 / np.abs(mix).max()
-    return synthetic.to_int16(mix), words
+    return audio.to_int16(mix), words
 
 
 def score(detections, words: list[Word], slack: float = 0.25) -> dict:

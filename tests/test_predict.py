@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import recordings
-from kws.audio import decode
+from kws.recording import decode
 from kws.common import KwsError
 from kws.features import FeatureConfig
 from kws.labels import LABELS, SILENCE
@@ -191,11 +191,11 @@ def test_go_pause_stop_in_order_at_plausible_times(spotter, go_pause_stop):
 
 
 def test_silence_gives_nothing(spotter, tmp_path):
-    from kws import synthetic
+    from kws.synthetic import audio as synthetic_audio, noise
 
     zeros = write_wav(tmp_path / "zeros.wav", np.zeros(3 * 16000, np.int16))
-    quiet = synthetic.noise("room_tone", 5.0, np.random.default_rng(1)) * 10 ** (-50 / 20)  # -50 dBFS room tone
-    for path in (zeros, write_wav(tmp_path / "room.wav", synthetic.to_int16(quiet))):
+    quiet = noise.noise("room_tone", 5.0, np.random.default_rng(1)) * 10 ** (-50 / 20)  # -50 dBFS room tone
+    for path in (zeros, write_wav(tmp_path / "room.wav", synthetic_audio.to_int16(quiet))):
         result = spotter.run(path)
         assert result.detections == [], (path.name, result.detections)
     assert (spotter.run(zeros).labels == SILENCE).all()
