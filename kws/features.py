@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -64,6 +65,8 @@ def _tf():
     # AMX, and they round otherwise than its Eigen kernels: off everywhere, one kernel path on every
     # x86 CPU (docs/reproducibility.md). Set before TensorFlow loads; it reads it once.
     os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
+    # google.api_core (imported by TensorFlow) warns that Python 3.11's support ends in 2027
+    warnings.filterwarnings("ignore", message="You are using a Python version", category=FutureWarning)
     import tensorflow as tf
 
     if tf.config.threading.get_intra_op_parallelism_threads() != TF_THREADS:
