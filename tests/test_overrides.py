@@ -45,7 +45,7 @@ def test_make_repro_real_runs_the_recipe_on_the_archives(tiny_repo, tmp_path):
     for section, values in RECIPE.items():
         for key, value in values.items():
             assert params[section][key] == (2 if (section, key) == ("train", "epochs") else value), (section, key)
-    assert json.loads((repo / "metrics" / "train.json").read_text())["epochs"] == 2
+    assert json.loads((repo / "reports" / "train.json").read_text())["epochs"] == 2
     summary = json.loads((repo / "data" / "dataset" / "summary.json").read_text())
     tiny = json.loads((tiny_repo / "data" / "dataset" / "summary.json").read_text())
     assert summary.pop("source") == "local" and tiny.pop("source") == "synthetic"
