@@ -155,8 +155,8 @@ def run_ray(params: dict, features_dir, ckpt_dir, metrics_path, plots_path, prog
     """The train stage on Ray: one trial of recipe(params); its last checkpoint becomes
     `ckpt_dir`/epoch-NNNN (the local layout), and the metrics and per-epoch plots are written."""
     rp = ray_params(params)
+    connect(head_address(params))  # first: an unreachable head fails before the features load
     data = load_features(features_dir)
-    connect(head_address(params))
     try:
         results = run_trials([recipe(params)], data, rp, _run_name("train"), progress)
         result = results[0]
@@ -250,8 +250,8 @@ def run_sweep(points: list[tuple[str, dict]], features_dir, address: str | None 
     trial: its label, params, final metrics (from its last checkpoint, evaluated here) and epochs."""
     params = points[0][1]
     rp = ray_params(params)
-    data = load_features(features_dir)
     connect(address if address is not None else head_address(params))
+    data = load_features(features_dir)
     try:
         results = run_trials([recipe(p) for _, p in points], data, rp, _run_name("sweep"), progress)
         rows = []
