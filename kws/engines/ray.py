@@ -26,10 +26,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from kws import params as params_schema
-from kws.checkpoints import STATE_FILE, list_local_checkpoints, load_state
 from kws.common import KwsError, atomic_path
 from kws.kernels import KERNEL_CAPS, SPEED, THREAD_PINS, kernel_settings
-from kws.train import TIME_METRIC, load_features, outputs_from_state, recipe, train, write_outputs
+
+# kws.train and kws.checkpoints (torch) and ray are imported where used: an unreachable head is
+# reported before the seconds their imports take
 
 KWS_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_STORAGE = "ray_results"
@@ -92,6 +93,7 @@ def connect(address: str | None) -> None:
 def _trial(config: dict, data=None, hps=None, kernels: str = "") -> None:
     """One Ray Tune trial: the training loop on Ray's session (runs in a Ray worker)."""
     from kws.ray_context import RayCoreContext
+    from kws.train import train
 
     if kernel_settings() != kernels:
         raise KwsError(f"Ray worker kernel settings {kernel_settings()} differ from the driver's {kernels}: "
@@ -109,6 +111,8 @@ def run_trials(hps: list[dict], data, rp: params_schema.Ray, name: str, progress
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from kws.train import TIME_METRIC
 
     max_epochs = max(h["train"].get("epochs", params_schema.Train().epochs) for h in hps)
     scheduler = None
@@ -140,6 +144,8 @@ def run_trials(hps: list[dict], data, rp: params_schema.Ray, name: str, progress
 
 def _trial_state(result) -> tuple[dict, Path]:
     """The trial's last checkpoint, copied here: (state, folder holding state.pt and metadata.json)."""
+    from kws.checkpoints import STATE_FILE, load_state
+
     if result.checkpoint is None:
         raise KwsError(f"Ray trial {result.path}: no checkpoint ({result.error or 'it reported none'})")
     folder = Path(tempfile.mkdtemp(prefix="kws-ray-"))
@@ -156,6 +162,8 @@ def run_ray(params: dict, features_dir, ckpt_dir, metrics_path, plots_path, prog
     `ckpt_dir`/epoch-NNNN (the local layout), and the metrics and per-epoch plots are written."""
     rp = ray_params(params)
     connect(head_address(params))  # first: an unreachable head fails before the features load
+    from kws.train import load_features, outputs_from_state, recipe, write_outputs
+
     data = load_features(features_dir)
     try:
         results = run_trials([recipe(params)], data, rp, _run_name("train"), progress)
@@ -181,8 +189,15 @@ def _one_line(error) -> str:
     return text[-1] if text else type(error).__name__
 
 
+def _first_line(error) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
 def _install_checkpoint(folder: Path, epoch: int, ckpt_dir: Path) -> None:
     """`folder` as `ckpt_dir`/epoch-NNNN, the only checkpoint kept there (as the local engine keeps)."""
+    from kws.checkpoints import list_local_checkpoints
+
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     target = ckpt_dir / f"epoch-{epoch:04d}"
     with atomic_path(target) as tmp:
@@ -207,8 +222,8 @@ def sweep_points(params_path: str | os.PathLike, overrides: list[str]) -> list[t
 
     try:
         grid = get_hydra_sweeps({"params.yaml": list(overrides)})
-    except (DvcException, ValueError) as e:
-        raise KwsError(f"sweep overrides {' '.join(overrides)}: {_one_line(e)}") from None
+    except Exception as e:  # hydra's parser raises its own exception types
+        raise KwsError(f"sweep overrides {' '.join(overrides)}: {_first_line(e)}") from None
     points = []
     with tempfile.TemporaryDirectory() as tmp:
         for point in grid:
@@ -217,7 +232,8 @@ def sweep_points(params_path: str | os.PathLike, overrides: list[str]) -> list[t
             try:
                 apply_overrides(path, point["params.yaml"])
             except DvcException as e:
-                raise KwsError(f"sweep override {' '.join(point['params.yaml'])}: {_one_line(e)}") from None
+                cause = f" ({_first_line(e.__cause__)})" if e.__cause__ else ""
+                raise KwsError(f"sweep override {' '.join(point['params.yaml'])}: {_first_line(e)}{cause}") from None
             points.append((" ".join(f"-S {o}" for o in point["params.yaml"]), load_params(path)))
     return points
 
@@ -251,6 +267,8 @@ def run_sweep(points: list[tuple[str, dict]], features_dir, address: str | None 
     params = points[0][1]
     rp = ray_params(params)
     connect(address if address is not None else head_address(params))
+    from kws.train import load_features, outputs_from_state, recipe
+
     data = load_features(features_dir)
     try:
         results = run_trials([recipe(p) for _, p in points], data, rp, _run_name("sweep"), progress)
