@@ -1,8 +1,10 @@
-"""One training run through Ray (kws.engines.ray.run_ray: connect to a running head, one Ray Tune
-trial, the checkpoint copied back, outputs written) against the local path (kws.engines.local.run_local),
-on features of the real corpus' size (random values), side by side: each pair runs one right after
-the other so both see the same machine load. The cluster's start (`ray start --head`) is not
-timed; connecting to it is. Target: <= 1.2x the local wall time. Run: python bench/bench_ray.py"""
+"""The train stage through Ray against the local path, as a user runs it: `python -m
+scripts.run_training` with train.engine: ray (connect to a running head, one Ray Tune trial, the
+checkpoint copied back, outputs written) and with train.engine: local, on features of the real
+corpus' size (random values), side by side: each pair runs one right after the other, so both
+see the same machine load. Both processes import torch and load the features; the Ray trial's
+worker imports torch again. The cluster's start (`ray start --head`) is not timed. Target: <= 1.2x
+the local wall time. Run: python bench/bench_ray.py [--epochs N] [--pairs N]"""
 import argparse
 import copy
 import os
@@ -15,16 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from kws.kernels import cap_cpu_kernels
-
-cap_cpu_kernels()  # before torch loads, as scripts/run_training.py does
-
 import numpy as np
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # this checkout's kws, not the one the venv's editable install points at
 
-from kws.engines import local, ray as ray_engine  # noqa: E402
 from kws.params import load_params  # noqa: E402
 
 SIZES = {"train": 85_511, "validation": 10_102, "test": 4_890}  # Speech Commands v2, MLPerf Tiny splits
@@ -50,19 +48,23 @@ def start_head(temp_dir: str) -> str:
 
 
 def stop_head(temp_dir: str) -> None:
-    """Only this head's processes (they name its temp dir) and their children, not other Ray instances."""
+    """Only this head's processes (they name its temp dir) and their children, not other Ray
+    instances; SIGKILL, as `ray stop --force` (gcs_server can outlive a SIGTERM)."""
     import psutil
 
-    procs = []
+    procs = {}
     for p in psutil.process_iter(["cmdline"]):
-        if any(temp_dir in part for part in p.info["cmdline"] or []):
-            procs += [p, *p.children(recursive=True)]
-    for p in procs:
         try:
-            p.terminate()
+            if any(temp_dir in part for part in p.info["cmdline"] or []):
+                procs.update({q.pid: q for q in [p, *p.children(recursive=True)]})
+        except psutil.Error:
+            continue
+    for p in procs.values():
+        try:
+            p.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs(procs, timeout=10)
+    psutil.wait_procs(list(procs.values()), timeout=10)
 
 
 def main() -> None:
@@ -70,7 +72,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5, help="train.epochs of each run (default 5)")
     ap.add_argument("--pairs", type=int, default=3, help="side-by-side local/Ray pairs (default 3)")
     args = ap.parse_args()
-    os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")  # a head on 127.0.0.1 only
+    # a head on 127.0.0.1 only: no token auth, no usage stats; the CLIs take this checkout's kws
+    os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", PYTHONPATH=str(REPO))
     params = copy.deepcopy(load_params(REPO / "params.yaml"))
     params["train"]["epochs"] = args.epochs
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,23 +85,30 @@ def main() -> None:
         try:
             address = start_head(temp_dir)
             params["train"]["ray"]["address"] = address
+            for engine in ("local", "ray"):
+                params["train"]["engine"] = engine
+                (tmp / f"{engine}.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
             ratios = []
             for i in range(args.pairs):
                 times = {}
-                for engine, run in (("local", local.run_local), ("ray", ray_engine.run_ray)):
+                for engine in ("local", "ray"):
                     out = tmp / f"{engine}{i}"
+                    cmd = [sys.executable, "-m", "scripts.run_training", "--params", str(tmp / f"{engine}.yaml"),
+                           "--features", str(features), "--checkpoints", str(out / "checkpoints"),
+                           "--metrics", str(out / "train.json"), "--plots", str(out / "train.csv")]
                     start = time.perf_counter()
-                    run(params, features, out / "checkpoints", out / "train.json", out / "train.csv", progress=False)
+                    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, env=os.environ)
                     times[engine] = time.perf_counter() - start
-                same = ((tmp / f"local{i}" / "train.json").read_bytes() == (tmp / f"ray{i}" / "train.json").read_bytes())
+                same = all((tmp / f"local{i}" / f).read_bytes() == (tmp / f"ray{i}" / f).read_bytes()
+                           for f in ("train.json", "train.csv", f"checkpoints/epoch-{args.epochs:04d}/state.pt"))
                 ratios.append(times["ray"] / times["local"])
                 print(f"pair {i + 1}: local {times['local']:.1f} s, ray {times['ray']:.1f} s, "
-                      f"ratio {ratios[-1]:.3f}, same metrics bytes: {same}", flush=True)
+                      f"ratio {ratios[-1]:.3f}, same bytes: {same}", flush=True)
                 shutil.rmtree(tmp / f"local{i}"), shutil.rmtree(tmp / f"ray{i}")
         finally:
             stop_head(temp_dir)
             shutil.rmtree(temp_dir, ignore_errors=True)
-    print(f"one trial through Ray vs local, {args.epochs} epochs at the real corpus size: median ratio "
+    print(f"train stage through Ray vs local, {args.epochs} epochs at the real corpus size: median ratio "
           f"{statistics.median(ratios):.3f} (target <= 1.2)")
 
 

@@ -98,7 +98,24 @@ def _trial(config: dict, data=None, hps=None, kernels: str = "") -> None:
     if kernel_settings() != kernels:
         raise KwsError(f"Ray worker kernel settings {kernel_settings()} differ from the driver's {kernels}: "
                        "the trained bytes would differ (kws.kernels)")
-    train(RayCoreContext(), hps[config["point"]], data, progress=False)
+    train(RayCoreContext(), hps[config["point"]], _splits(data), progress=False)
+
+
+def _arrays(data) -> dict:
+    """The features as numpy arrays: Ray's object store hands numpy arrays to a worker without
+    copying or unpickling them (pickled torch tensors took ~8 s per trial at the real corpus' size)."""
+    return {"x": {s: t.numpy() for s, t in data.x.items()}, "y": {s: t.numpy() for s, t in data.y.items()},
+            "digest": data.digest}
+
+
+def _splits(arrays: dict):
+    """kws.train.Splits again, in writable memory (the object store's arrays are read-only)."""
+    import torch
+
+    from kws.train import Splits
+
+    return Splits(x={s: torch.from_numpy(a.copy()) for s, a in arrays["x"].items()},
+                  y={s: torch.from_numpy(a.copy()) for s, a in arrays["y"].items()}, digest=arrays["digest"])
 
 
 def _storage(rp: params_schema.Ray) -> str:
@@ -124,7 +141,7 @@ def run_trials(hps: list[dict], data, rp: params_schema.Ray, name: str, progress
         space, samples = {"point": tune.choice(list(range(len(hps))))}, rp.num_samples
     else:
         space, samples = {"point": tune.grid_search(list(range(len(hps))))}, 1
-    trainable = tune.with_resources(tune.with_parameters(_trial, data=data, hps=hps, kernels=kernel_settings()),
+    trainable = tune.with_resources(tune.with_parameters(_trial, data=_arrays(data), hps=hps, kernels=kernel_settings()),
                                     {"cpu": rp.cpus_per_trial})
     tuner = tune.Tuner(
         trainable, param_space=space,
