@@ -42,9 +42,7 @@ def main() -> None:
     if engine == "ray":
         from kws.engines import ray
 
-        m = ray.run_ray(params, args.features, args.checkpoints, args.metrics, args.plots)
-        print(f"val accuracy {m['val_accuracy']:.4f}, test accuracy {m['test_accuracy']:.4f}, "
-              f"input scale {m['input_scale']:.5f}")
+        report(ray.run_ray(params, args.features, args.checkpoints, args.metrics, args.plots))
     elif master:
         from kws.engines import determined
 
@@ -54,9 +52,12 @@ def main() -> None:
     else:
         from kws.engines import local
 
-        m = local.run_local(params, args.features, args.checkpoints, args.metrics, args.plots)
-        print(f"val accuracy {m['val_accuracy']:.4f}, test accuracy {m['test_accuracy']:.4f}, "
-              f"input scale {m['input_scale']:.5f}")
+        report(local.run_local(params, args.features, args.checkpoints, args.metrics, args.plots))
+
+
+def report(m: dict) -> None:
+    print(f"val accuracy {m['val_accuracy']:.4f}, test accuracy {m['test_accuracy']:.4f}, "
+          f"input scale {m['input_scale']:.5f}")
 
 
 def interruptible(main) -> None:
