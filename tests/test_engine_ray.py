@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,6 +36,12 @@ def free_port() -> int:
 
 
 HOME = tempfile.mkdtemp(prefix="kws-ray-home-")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_home():
+    yield
+    shutil.rmtree(HOME, ignore_errors=True)
 
 
 def ray_env() -> dict:
@@ -94,6 +101,7 @@ def cluster():
     finally:
         stop_cluster(temp_dir)
         leftover = cluster_processes(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
         assert not leftover, f"cluster processes left running: {[p.pid for p in leftover]}"
 
 
