@@ -73,12 +73,19 @@ bins: setup
 SWEEP ?= -S 'model.weight_bit_width=2,3,4' -S 'model.hidden_layers=[128,128,128],[256,256,256]' -S finn.enabled=true
 SWEEP_DATA := data/synthetic_corpus data/dataset data/features
 SWEEP_TIMEOUT ?= 21600
-sweep: setup finn-venv
+# ENGINE=ray: the same SWEEP grid as Ray Tune trials on RAY_ADDRESS or params train.ray.address
+# (train.ray: grid or random search, ASHA); its table, and plots/ray_sweep.csv (docs/ray.md)
+ENGINE ?= dvc
+sweep: setup $(if $(filter ray,$(ENGINE)),,finn-venv)
 	$(DVC) repro features
+ifeq ($(ENGINE),ray)
+	$(PY) -m scripts.ray_sweep --params params.yaml --features data/features --csv plots/ray_sweep.csv $(SWEEP)
+else
 	$(DVC) exp run --queue $(addprefix -C ,$(SWEEP_DATA)) $(SWEEP)
 	$(DVC) queue start
 	$(PY) -m scripts.compare_experiments --wait --timeout $(SWEEP_TIMEOUT) --plot plots/sweep_pareto.png \
 	  $(if $(wildcard $(FINN_FIXTURE)/kws_bin_files),--real_speech $(FINN_FIXTURE))
+endif
 
 # hls4ml's C++ emulation of the exported model against qonnx, on the BIN files (g++, no Vivado).
 # Its metrics go to metrics/hls4ml_check.json (git-ignored): metrics/hls4ml.json is the hls4ml

@@ -144,6 +144,24 @@ class Searcher(Section):
     mode: Literal["aggressive", "standard", "conservative"] | None = None  # adaptive_asha (null: standard)
 
 
+class Asha(Section):
+    enabled: bool = False
+    grace_period: PositiveInt = 10   # epochs every trial trains before it can be stopped
+    reduction_factor: Annotated[float, Field(gt=1)] = 3.0  # 1/reduction_factor of the trials go on at each rung
+
+
+class Ray(Section):
+    address: str | None = None       # null: RAY_ADDRESS, or else a Ray instance started for the run
+    cpus_per_trial: PositiveInt = 2  # kws.train pins 2 threads; more CPUs per trial go unused
+    storage_path: str | None = None  # null: ray_results/ here (one machine); a cluster: a path all nodes share, or s3://...
+    search: Literal["grid", "random"] = "grid"
+    num_samples: PositiveInt = 4     # random: trials drawn from the sweep grid
+    random_seed: NonNegativeInt = 0  # random: which trials are drawn
+    metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"  # what ASHA compares
+    asha: Asha = Asha()
+    max_failures: NonNegativeInt = 3  # restarts of a failed trial, each from its last checkpoint
+
+
 class Train(Section):
     epochs: PositiveInt = 70
     batch_size: PositiveInt = 512
@@ -155,7 +173,9 @@ class Train(Section):
     warmup_epochs: NonNegativeInt = 10  # capped at epochs - 1 (kws.train), so -S train.epochs=2 alone works
     warmup_bit_width: BitWidth = 8
     augment: Augment = Augment()
+    engine: Literal["local", "determined", "ray"] = "local"
     det_master: str | None = None
+    ray: Ray = Ray()
     searcher: Searcher = Searcher()
     sweep: dict[str, list[Any]] = {}
 

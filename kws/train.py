@@ -37,7 +37,7 @@ HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_accuracy", "lr")
 # metrics/train.json: what a user compares across experiments (all figures: reports/train.json)
 HEADLINE = ("val_accuracy", "test_accuracy", "weight_kib")
 # train: keys that only say where/how to run, not what is trained
-NON_RECIPE_KEYS = ("det_master", "searcher", "sweep")
+NON_RECIPE_KEYS = ("engine", "det_master", "ray", "searcher", "sweep")
 VALIDATION_METRICS = ("val_accuracy", "val_loss")  # what train() reports after each epoch
 TIME_METRIC = "epochs"  # train()'s progress metric among them (a searcher's time_metric)
 # Threads split reductions (matmuls, BatchNorm, the loss) into different partial sums, so the

@@ -1,5 +1,6 @@
-"""Stage train: local in-process training through Determined's Core API, or, with DET_MASTER
-(or params train.det_master) set, the same code submitted to a Determined cluster."""
+"""Stage train: the one training loop (kws.train) run by the engine params train.engine names:
+local (in this process), ray (a Ray Tune trial on RAY_ADDRESS or train.ray.address; docs/ray.md)
+or determined (DET_MASTER or train.det_master set also selects it, as before train.engine)."""
 import argparse
 import os
 import sys
@@ -9,7 +10,7 @@ from kws.kernels import cap_cpu_kernels
 
 cap_cpu_kernels()  # before anything imports torch
 
-from kws.common import HelpFormatter, run_cli
+from kws.common import HelpFormatter, KwsError, run_cli
 from kws.params import load_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,8 +36,15 @@ def main() -> None:
         determined.run_trial(args.features)
         return
     params = load_params(args.params)
-    master = os.environ.get("DET_MASTER") or (params.get("train") or {}).get("det_master")
-    if master:
+    engine = params["train"]["engine"]
+    master = os.environ.get("DET_MASTER") or params["train"]["det_master"]
+    if engine == "determined" and not master:
+        raise KwsError("params train.engine: determined needs DET_MASTER or params train.det_master")
+    if engine == "ray":
+        from kws.engines import ray
+
+        report(ray.run_ray(params, args.features, args.checkpoints, args.metrics, args.plots, report_path=args.report))
+    elif master:
         from kws.engines import determined
 
         determined.submit(params, master, REPO, Path(args.template), Path(args.experiment_file), wait=not args.no_wait)
@@ -45,9 +53,13 @@ def main() -> None:
     else:
         from kws.engines import local
 
-        m = local.run_local(params, args.features, args.checkpoints, args.metrics, args.plots, report_path=args.report)
-        print(f"val accuracy {m['val_accuracy']:.4f}, test accuracy {m['test_accuracy']:.4f}, "
-              f"input scale {m['input_scale']:.5f}")
+        report(local.run_local(params, args.features, args.checkpoints, args.metrics, args.plots,
+                               report_path=args.report))
+
+
+def report(m: dict) -> None:
+    print(f"val accuracy {m['val_accuracy']:.4f}, test accuracy {m['test_accuracy']:.4f}, "
+          f"input scale {m['input_scale']:.5f}")
 
 
 def interruptible(main) -> None:
