@@ -136,7 +136,7 @@ def local_run(work) -> Path:
 def training_cmd(params_file, features, out: Path) -> list[str]:
     return [sys.executable, "-m", "scripts.run_training", "--params", str(params_file), "--features", str(features),
             "--checkpoints", str(out / "checkpoints"), "--metrics", str(out / "metrics/train.json"),
-            "--plots", str(out / "plots/train.csv")]
+            "--plots", str(out / "plots/train.csv"), "--report", str(out / "reports/train.json")]
 
 
 def run_training(params_file, features, out: Path, env, **kw):
@@ -167,7 +167,7 @@ def test_ray_sweep_two_point_grid_across_both_nodes_one_trial_equals_local(work,
     local_ckpt = local_run(work) / "checkpoints" / f"epoch-{EPOCHS:04d}"
     assert (ckpt / "state.pt").read_bytes() == (local_ckpt / "state.pt").read_bytes()
     assert (ckpt / "metadata.json").read_bytes() == (local_ckpt / "metadata.json").read_bytes()
-    local_metrics = json.loads((work["local"] / "metrics/train.json").read_text())
+    local_metrics = json.loads((work["local"] / "reports/train.json").read_text())
     assert f"{local_metrics['val_accuracy']:.6g}" in rows[2] and local_metrics["fingerprint"] in rows[2]
     # the two trials ran at once, one per node (each node has room for one)
     nodes = [json.loads(line)["node_id"] for p in sorted(Path(work["base"], "ray_results").glob("kws-sweep-*/trial-*"))
