@@ -142,7 +142,7 @@ def check_export_params(p: "params.Export | dict | None") -> tuple[int, float, i
 
 
 # metrics/export.json: what a user compares across experiments (all figures: reports/export.json)
-HEADLINE = ("max_abs_logit_diff", "rounding_flips")
+HEADLINE = ("max_abs_logit_diff",)
 
 
 def run_export(params: dict, features_dir, out_path, metrics_path, ckpt_dir=None, experiment_file=None,

@@ -98,8 +98,10 @@ def wait_for_queue(timeout: float, worker_grace: float, poll_seconds: float = 5.
             break
         now = time.monotonic()
         # `dvc queue start` returns before its worker answers, and a worker exits once the queue is
-        # empty: only a lasting absence means a stopped queue
-        workerless_since = None if workers else workerless_since or now
+        # empty: only a lasting absence means a stopped queue. A running experiment has a worker,
+        # even when a loaded machine keeps it from answering the status call in time (the timeout
+        # still bounds the wait)
+        workerless_since = None if workers or counts["Running"] else workerless_since or now
         if workerless_since is not None and now - workerless_since >= worker_grace:
             sys.exit(f"error: experiments {describe(counts)}, but no queue worker for {worker_grace:g} s: "
                      "run `dvc queue start`")
