@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from kws.common import KwsError, atomic_path, save_npz
+from kws.files import write_json
 from kws.labels import (BACKGROUND_NOISE_DIR, KEYWORDS, LABELS, SILENCE, SILENCE_DIR, TEST_ARCHIVE,
                         TRAIN_ARCHIVE, UNKNOWN_DIR, VALIDATION_NOISE, word_to_label)
 
@@ -376,6 +377,6 @@ def make_dataset(cfg: dict, out: str | os.PathLike, corpus: str | os.PathLike | 
             summary["counts"][s] = {LABELS[i]: int(c) for i, c in enumerate(counts)} | {"total": int(counts.sum())}
         save_npz(tmp / "background_noise.npz", **background)
         summary["background_noise"] = {k: round(len(v) / SAMPLE_RATE, 2) for k, v in background.items()}
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(tmp / "summary.json", summary)
     summary["seconds"] = round(time.time() - t0, 1)
     return summary

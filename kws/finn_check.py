@@ -164,11 +164,6 @@ def check(model_path, bin_dir, cfg: dict, out_dir, finn_root: Path, finn_python:
     return metrics, detail
 
 
-def write_json(path, data: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-
-
 # For the sweep table (scripts/compare_experiments.py): column -> metrics/finn.json key
 SWEEP_COLUMNS = {"FINN LUT": "LUT", "FINN BRAM_18K": "BRAM_18K", "FINN frames/s": "estimated_throughput_fps"}
 

@@ -4,11 +4,11 @@ The BIN files are MLPerf MFCC features of real Speech Commands test clips, quant
 fixture model's input quantizer: they are dequantized with THAT quantizer, then run through our
 model (which re-quantizes with its own). 200 clips: +-3 points is noise."""
 import argparse
-import json
 import os
 import sys
 
-from kws.common import atomic_path, HelpFormatter, run_cli
+from kws.common import HelpFormatter, run_cli
+from kws.files import write_json
 from kws.real_speech import check_real_speech
 
 
@@ -26,8 +26,7 @@ def main() -> None:
             print(f"error: {note}; it is required under CI", file=sys.stderr)
             sys.exit(1)
         print(f"note: {note}: skipped")
-        with atomic_path(args.metrics) as tmp:
-            tmp.write_text(json.dumps({"skipped": note}, indent=2) + "\n")
+        write_json(args.metrics, {"skipped": note})
         return
     out = check_real_speech(args.model, args.bin_dir, args.fixture_model, args.metrics, args.plot)
     print(f"real speech: {out['correct']}/{out['num_files']} = {out['accuracy']:.3f} "

@@ -17,6 +17,7 @@ import tempfile
 import time
 
 from kws.common import KwsError, HelpFormatter, run_cli
+from kws.files import write_json
 from kws.params import load_params
 
 
@@ -44,8 +45,8 @@ def main() -> None:
     if args.enabled is not None:
         cfg["enabled"] = args.enabled == "true"
     if not cfg["enabled"]:
-        finn_check.write_json(args.metrics, {"enabled": False})
-        finn_check.write_json(args.layers, {"enabled": False})
+        write_json(args.metrics, {"enabled": False})
+        write_json(args.layers, {"enabled": False})
         print("FINN check disabled (params finn.enabled)")
         return
 
@@ -56,8 +57,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="finn_") as tmp:
         metrics, detail = finn_check.check(args.model, args.bin_file_path, cfg, args.build_dir or tmp,
                                            finn_root, finn_python, feature_type)
-    finn_check.write_json(args.metrics, metrics)
-    finn_check.write_json(args.layers, detail)
+    write_json(args.metrics, metrics)
+    write_json(args.layers, detail)
     print(f"FINN ({finn_root}) on {args.model}: {metrics['LUT']:.0f} LUT, {metrics['BRAM_18K']:.0f} BRAM_18K, "
           f"{metrics['URAM']:.0f} URAM, {metrics['DSP']:.0f} DSP, slowest layer {metrics['max_cycles']} cycles "
           f"({metrics['estimated_throughput_fps']:.0f} frames/s at {1e3 / cfg['synth_clk_period_ns']:g} MHz, "

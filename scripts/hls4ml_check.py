@@ -10,11 +10,11 @@ writes the metrics (for diagnosis), then exits with status 1.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 
-from kws.common import KwsError, atomic_path, HelpFormatter, run_cli
+from kws.common import KwsError, HelpFormatter, run_cli
+from kws.files import write_json
 from kws.params import load_params
 
 
@@ -29,18 +29,13 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def write_metrics(path, metrics: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-
-
 def main() -> None:
     args = parse_args()
     params = load_params(args.params)
     cfg = params.get("hls4ml") or {}
     enabled = cfg.get("enabled", False) if args.enabled is None else args.enabled == "true"
     if not enabled:
-        write_metrics(args.metrics, {"enabled": False})
+        write_json(args.metrics, {"enabled": False})
         print("hls4ml check disabled (params hls4ml.enabled)")
         return
 
@@ -57,7 +52,7 @@ def main() -> None:
     else:
         with tempfile.TemporaryDirectory(prefix="hls4ml_") as build_dir:
             metrics = hls4ml_check.check(model, args.bin_file_path, build_dir, **kwargs)
-    write_metrics(args.metrics, metrics)
+    write_json(args.metrics, metrics)
     print(f"{metrics['files']} BIN files: hls4ml and qonnx agree on {metrics['agree']}, ties {metrics['ties']}, "
           f"accuracy hls4ml {metrics['hls4ml_accuracy']:.4f} qonnx {metrics['qonnx_accuracy']:.4f}, "
           f"max logit diff {metrics['max_abs_logit_diff']:.3g} ({time.time() - start:.0f} s)")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 from pathlib import Path
 
 from kws import bins, files, scoring
@@ -43,9 +42,9 @@ def write_outputs(v: scoring.Validation, metrics_path, plot_path, float_accuracy
                   report_path=None) -> None:
     m = scoring.metrics(v, float_accuracy)
     if metrics_path:
-        metrics_path.write_text(json.dumps({k: m[k] for k in bins.HEADLINE}, indent=2) + "\n")
-    if report_path:
-        report_path.write_text(json.dumps(m, indent=2) + "\n")
+        files.write_metrics(metrics_path, report_path, m, bins.HEADLINE)
+    elif report_path:
+        files.write_json(report_path, m)
     if per_class_path:
         scoring.write_per_class_csv(per_class_path, v)
     if plot_path:

@@ -58,3 +58,17 @@ def test_one_debian_package_list_for_the_makefile_and_the_code():
     assert tts.packages("festival", "rab_diphone") == "festvox-rablpc16k"
     assert tts.packages("mbrola_accented", "mb-de4-en") == "mbrola-de4"
     assert tts.packages("rhvoice", "clb") == tts.packages("rhvoice") == "rhvoice rhvoice-english"
+
+
+def test_festival_runs_with_glibc_malloc_perturb(tmp_path, monkeypatch):
+    """festival's diphone voices read heap bytes they never wrote (docs/reproducibility.md); the
+    fixed fill byte glibc's perturb gives every allocation is what makes their audio repeatable.
+    Asked through festival's own getenv, so the test sees the environment festival really got,
+    kept beside any tunables the user set."""
+    script = tmp_path / "env.scm"
+    script.write_text('(print (getenv "GLIBC_TUNABLES"))\n')
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    assert tts._run_tts(["festival", "-b", str(script)], "festival").decode().split() == [tts.FESTIVAL_MALLOC_PERTURB]
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.check=0")
+    got = tts._run_tts(["festival", "-b", str(script)], "festival").decode().split()
+    assert got == [f"glibc.malloc.check=0:{tts.FESTIVAL_MALLOC_PERTURB}"]

@@ -7,6 +7,7 @@ import functools
 import hashlib
 import io
 import math
+import os
 import shutil
 import subprocess
 import tempfile
@@ -79,9 +80,23 @@ def packages(engine: str, voice: str | None = None) -> str:
 
 # ---------------------------------------------------------------- running the engines
 
+# festival 2.5's diphone voices read heap bytes they never wrote at the end of some utterances, so
+# one script gave audio differing in its last few hundred samples from run to run (1 of 18 items
+# of one speaker in 4 of 40 runs; docs/reproducibility.md). glibc's malloc perturb fills every new
+# allocation with one fixed byte, so those reads, and the audio, are the same in every run.
+FESTIVAL_MALLOC_PERTURB = "glibc.malloc.perturb=165"
+
+
+def festival_env() -> dict[str, str]:
+    """The environment festival runs in: this process's, with glibc's malloc perturb added."""
+    env = dict(os.environ)
+    env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"), FESTIVAL_MALLOC_PERTURB]))
+    return env
+
+
 def _run_tts(cmd: list[str], what: str) -> bytes:
     try:
-        r = subprocess.run(cmd, capture_output=True, timeout=300)
+        r = subprocess.run(cmd, capture_output=True, timeout=300, env=festival_env() if cmd[0] == "festival" else None)
     except FileNotFoundError:
         engine = next(e for e, c in ENGINE_COMMANDS.items() if cmd[0] in c)
         raise KwsError(f"{cmd[0]} not found: the {engine} engine needs apt-get install {packages(engine)}") from None
