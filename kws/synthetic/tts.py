@@ -219,10 +219,11 @@ def _festival_one(engine: str, voice: str, default_f0: float | None, item: tuple
 
 
 def command_path(command: str) -> str | None:
-    """Where a command is: on PATH, or beside this Python (the venv's bin, where pip puts piper's
-    console script, is not on PATH when the venv's python is run by its path)."""
+    """Where a command is: beside this Python first (the venv's bin, where pip put the pinned
+    piper's console script; it is not on PATH when the venv's python is run by its path), else on
+    PATH."""
     beside = Path(sys.executable).parent / command
-    return shutil.which(command) or (str(beside) if beside.is_file() else None)
+    return str(beside) if beside.is_file() else shutil.which(command)
 
 
 def piper_model(voice: str) -> tuple[Path, Path]:
