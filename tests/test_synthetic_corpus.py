@@ -252,4 +252,4 @@ def test_piper_speakers_same_bytes_whatever_the_workers(tmp_path):
     for archive in (TRAIN_ARCHIVE, TEST_ARCHIVE):
         assert (tmp_path / "1" / archive).read_bytes() == (tmp_path / "2" / archive).read_bytes(), archive
     speakers = [line for line in (tmp_path / "1" / "README.txt").read_text().splitlines() if ":joe " in line]
-    assert len(speakers) == 3 and len({line.split(" p")[1] for line in speakers}) == 3
+    assert len(speakers) == 3 and len({line.split()[3] for line in speakers}) == 3
