@@ -1,5 +1,5 @@
-"""Stage synthetic_corpus: an offline Speech Commands v2 look-alike spoken by Debian TTS engines
-(espeak-ng, flite, festival, MBROLA, pico, RHVoice; params synthetic.engines)."""
+"""Stage synthetic_corpus: an offline Speech Commands v2 look-alike spoken by TTS engines
+(espeak-ng, flite, festival, MBROLA, pico, RHVoice, Piper; params synthetic.engines)."""
 import argparse
 import json
 import time

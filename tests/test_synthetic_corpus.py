@@ -239,3 +239,17 @@ def test_missing_engine_is_one_line_no_fallback(tmp_path):
     assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
     assert "festival" in r.stderr and "apt-get install" in r.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_piper_speakers_same_bytes_whatever_the_workers(tmp_path):
+    """Piper's speakers in the corpus (the neural engine draws noise inside its network): built by
+    one process and by a pool of two, the archives are the same bytes, and each speaker is Joe
+    at its own rate and noise."""
+    cfg = {**TINY, "num_speakers": 3, "takes_per_word": 1, "engines": {"piper": 1}, "other_words_per_speaker": 1,
+           "test_silence_clips": 1, "test_unknown_clips": 1}
+    for workers in (1, 2):
+        build_corpus(tmp_path / str(workers), cfg, seed=5, workers=workers)
+    for archive in (TRAIN_ARCHIVE, TEST_ARCHIVE):
+        assert (tmp_path / "1" / archive).read_bytes() == (tmp_path / "2" / archive).read_bytes(), archive
+    speakers = [line for line in (tmp_path / "1" / "README.txt").read_text().splitlines() if ":joe " in line]
+    assert len(speakers) == 3 and len({line.split()[3] for line in speakers}) == 3

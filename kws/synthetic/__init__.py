@@ -1,7 +1,7 @@
-"""Stage synthetic_corpus: an offline Speech Commands v2 look-alike spoken by several Debian TTS engines.
+"""Stage synthetic_corpus: an offline Speech Commands v2 look-alike spoken by several TTS engines.
 
 A speaker is (engine, voice, pitch, rate, formant): a voice of espeak-ng, flite, festival, MBROLA,
-pico or RHVoice, with its own f0 factor, speaking-rate factor and vocal-tract factor (formants
+pico, RHVoice or Piper, with its own f0 factor, speaking-rate factor and vocal-tract factor (formants
 scaled by resampling, the VTLP trick). Real speech is far more varied than any one synthesiser:
 a model trained on one engine barely transfers to another, so diversity across engines and
 speakers is what makes the corpus useful on real clips. Every file is a pure function of

