@@ -11,6 +11,10 @@ Three exact graph rewrites make the model convertible (`rewrite_for_hls4ml`):
 - an input Quant that feeds a Flatten/Reshape is moved behind it (an element-wise quantizer
   with scalar parameters commutes with a reshape), so hls4ml can push the input scale below
   the first MatMul and every MatMul accumulates integers.
+For a CNN (model.arch cnn) the Conv weight scales are folded the same way, qonnx's channels-last
+rewrite follows (hls4ml takes convolutions channels-last only), and the last convolution's
+quantizer moves behind the Flatten like the input's; a Conv accumulator is bounded like a
+MatMul's (fan-in = input channels x kernel).
 
 Fixed-point precisions (`derive_precisions`) follow from the quantizers, not from a guess.
 After conversion each hidden layer computes, per output channel j,
