@@ -27,6 +27,7 @@ def model_from_state(state: dict, model_params: dict | None, source: str) -> tup
     if model_params is not None:
         want = config_from_params(model_params, cfg.input_shape, cfg.input_scale)
         diff = [f.name for f in fields(ModelConfig) if getattr(want, f.name) != getattr(cfg, f.name)]
+        diff.sort(key=lambda k: k != "arch")  # another arch also empties the other's keys: name the cause
         if diff:
             k = diff[0]
             raise KwsError(f"{source}: checkpoint has model.{k}={getattr(cfg, k)!r} but params say "

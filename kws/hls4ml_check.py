@@ -11,6 +11,10 @@ Three exact graph rewrites make the model convertible (`rewrite_for_hls4ml`):
 - an input Quant that feeds a Flatten/Reshape is moved behind it (an element-wise quantizer
   with scalar parameters commutes with a reshape), so hls4ml can push the input scale below
   the first MatMul and every MatMul accumulates integers.
+For a CNN (model.arch cnn) the Conv weight scales are folded the same way, qonnx's channels-last
+rewrite follows (hls4ml takes convolutions channels-last only), and the last convolution's
+quantizer moves behind the Flatten like the input's; a Conv accumulator is bounded like a
+MatMul's (fan-in = input channels x kernel).
 
 Fixed-point precisions (`derive_precisions`) follow from the quantizers, not from a guess.
 After conversion each hidden layer computes, per output channel j,
@@ -58,7 +62,8 @@ from kws.files import read_bin_folder
 from kws.qonnx_model import input_name, input_quant, input_shape, run_batch
 from kws.scoring import is_tie, predict
 
-RESHAPES = ("Flatten", "Reshape")
+RESHAPES = ("Flatten", "Reshape", "Transpose")  # layout only: the derivation walks through them
+WEIGHTED = ("MatMul", "Conv")  # the layers whose integer accumulators the derivation bounds
 
 
 # ---------------------------------------------------------------- graph rewrite
@@ -103,7 +108,7 @@ def _add_rounding_modes(model: ModelWrapper) -> None:
 
 
 def _fold_weight_scales(model: ModelWrapper) -> None:
-    for mm in [n for n in model.graph.node if n.op_type == "MatMul"]:
+    for mm in [n for n in model.graph.node if n.op_type in WEIGHTED]:
         q = model.find_producer(mm.input[1])
         if q is None or q.op_type != "Quant" or model.get_initializer(q.input[0]) is None:
             continue
@@ -111,8 +116,9 @@ def _fold_weight_scales(model: ModelWrapper) -> None:
         if scale.size == 1:
             continue
         w = _const(model, q.input[0], q)
-        cols = w.shape[-1]
-        if scale.size != cols or scale.shape[-1] != cols:
+        axis = -1 if mm.op_type == "MatMul" else 0  # MatMul (in, out), Conv (out, in, kh, kw)
+        cols = w.shape[axis]
+        if scale.size != cols or scale.shape[axis] != cols:
             raise KwsError(f"Quant node '{q.name}': scale of shape {scale.shape} is not per output channel")
         s = scale.reshape(-1)
         mode = _attrs(q).get("rounding_mode", "ROUND")
@@ -127,7 +133,7 @@ def _fold_weight_scales(model: ModelWrapper) -> None:
             nxt = model.find_consumers(bias_add.output[0]) or []
         if len(nxt) != 1 or nxt[0].op_type != "BatchNormalization":
             raise KwsError(
-                f"MatMul '{mm.name}': per-output-channel weight scale of '{q.name}' is not followed by a "
+                f"{mm.op_type} '{mm.name}': per-output-channel weight scale of '{q.name}' is not followed by a "
                 "BatchNormalization that could absorb it (hls4ml cannot move it below the MatMul)"
             )
         bn = nxt[0]
@@ -138,16 +144,17 @@ def _fold_weight_scales(model: ModelWrapper) -> None:
             model.set_initializer(b_name, (model.get_initializer(b_name) / s).astype(np.float32))
         gamma, mean = _const(model, bn.input[1], bn), _const(model, bn.input[3], bn)
         model.set_initializer(bn.input[1], (gamma * s).astype(np.float32))
+        if mm.op_type == "Conv" and len(mm.input) > 2:
+            raise KwsError(f"Conv '{mm.name}': a bias is not supported")
         model.set_initializer(bn.input[3], (mean / s).astype(np.float32))
         model.set_initializer(q.input[0], w_int.astype(np.float32))
         model.set_initializer(q.input[1], np.array(1.0, dtype=np.float32))
 
 
-def _move_input_quant_behind_reshape(model: ModelWrapper) -> None:
-    consumers = model.find_consumers(input_name(model)) or []
-    if len(consumers) != 1 or consumers[0].op_type != "Quant":
-        return
-    q = consumers[0]
+def _move_quant_behind_reshape(model: ModelWrapper, q) -> None:
+    """A per-tensor Quant `q` whose only consumer is a Flatten/Reshape goes behind it (an
+    element-wise quantizer with scalar parameters commutes with a reshape), so hls4ml can push its
+    scale below the next MatMul and the MatMul accumulates integers."""
     nxt = model.find_consumers(q.output[0]) or []
     scale = model.get_initializer(q.input[1])
     if len(nxt) != 1 or nxt[0].op_type not in RESHAPES or scale is None or scale.size != 1:
@@ -162,6 +169,12 @@ def _move_input_quant_behind_reshape(model: ModelWrapper) -> None:
         model.graph.value_info.remove(vi)
 
 
+def _move_input_quant_behind_reshape(model: ModelWrapper) -> None:
+    consumers = model.find_consumers(input_name(model)) or []
+    if len(consumers) == 1 and consumers[0].op_type == "Quant":
+        _move_quant_behind_reshape(model, consumers[0])
+
+
 def rewrite_for_hls4ml(model: ModelWrapper) -> ModelWrapper:
     """A copy of the (cleaned) QONNX model with the exact rewrites listed in the module doc;
     its qonnx outputs equal the original's up to float rounding."""
@@ -170,6 +183,19 @@ def rewrite_for_hls4ml(model: ModelWrapper) -> ModelWrapper:
     _fold_weight_scales(model)
     _move_input_quant_behind_reshape(model)
     model = model.transform(InferShapes())
+    if any(n.op_type == "Conv" for n in model.graph.node):
+        # hls4ml's ONNX front end takes convolutions channels-last only; qonnx's own rewrite adds an
+        # input Transpose and reorders the Flatten's consumer weights to match
+        from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
+        from qonnx.transformation.general import GiveUniqueNodeNames
+
+        model = model.transform(ConvertToChannelsLastAndClean(make_input_channels_last=False))
+        model = model.transform(GiveUniqueNodeNames())  # its Transpose is unnamed: hls4ml needs names
+        # the last convolution's quantizer feeds the Flatten: as for the input, hls4ml then leaves
+        # its scale in front of the MatMul, which would accumulate dequantized values
+        for q in [n for n in model.graph.node if n.op_type == "Quant"]:
+            _move_quant_behind_reshape(model, q)
+        model = model.transform(InferShapes())
     for init in model.graph.initializer:  # hls4ml's parser looks up every input's shape in value_info
         model.set_tensor_shape(init.name, list(init.dims))
     return model
@@ -249,15 +275,17 @@ def derive_precisions(model: ModelWrapper, mantissa_bits: int = 23) -> dict[str,
         node = only_consumer(node.output[0], node)
         while node.op_type in RESHAPES:
             node = only_consumer(node.output[0], node)
-        if node.op_type != "MatMul":
-            raise KwsError(f"node '{node.name}' ({node.op_type}): expected a MatMul")
+        if node.op_type not in WEIGHTED:
+            raise KwsError(f"node '{node.name}' ({node.op_type}): expected a MatMul or Conv")
         wq = model.find_producer(node.input[1])
         if wq is None or wq.op_type != "Quant":
             raise KwsError(f"MatMul '{node.name}': weights are not quantized by a Quant node")
         s_w, _, _ = quantizer(wq)
         w_int = np.round(_const(model, wq.input[0], wq).astype(np.float64) / s_w)
         a_name, s_a, a_min, a_max = act
-        acc = max(-a_min, a_max) * np.abs(w_int).sum(axis=0)  # |acc_j| bound
+        # |acc_j| bound: the sum over output j's inputs (MatMul (in, out); Conv (out, in, kh, kw))
+        fan_in = 0 if node.op_type == "MatMul" else tuple(range(1, w_int.ndim))
+        acc = max(-a_min, a_max) * np.abs(w_int).sum(axis=fan_in)
         acc_bits = _int_bits(float(acc.max()))
         require(node.name, "accum", _Fixed(acc_bits, 0))
         require(node.name, "result", _Fixed(acc_bits, 0))
@@ -282,6 +310,8 @@ def derive_precisions(model: ModelWrapper, mantissa_bits: int = 23) -> dict[str,
         relu = None
         if nxt.op_type == "Relu":
             relu, nxt = nxt, only_consumer(nxt.output[0], nxt)
+        while nxt.op_type in RESHAPES:  # the CNN's Flatten, moved in front of its quantizer
+            nxt = only_consumer(nxt.output[0], nxt)
         if nxt.op_type != "Quant":
             raise KwsError(f"node '{nxt.name}' ({nxt.op_type}): expected a Quant after BatchNorm '{bn.name}'")
         s_q, q_min, q_max = quantizer(nxt)

@@ -102,6 +102,7 @@ class Features(Section):
 
 
 class Model(Section):
+    arch: Literal["mlp", "cnn"] = "mlp"
     input_bit_width: BitWidth = 8
     input_clip_percentiles: Pair = [1.0, 99.0]
     hidden_layers: Annotated[list[PositiveInt], Field(min_length=1)] = [256, 256, 256]
@@ -113,6 +114,9 @@ class Model(Section):
     weight_scale_init: Annotated[float, Field(gt=0)] = 0.1
     input_dropout: Fraction = 0.1
     dropout: Fraction = 0.0
+    cnn_channels: Annotated[list[PositiveInt], Field(min_length=1)] = [64, 64, 64]
+    cnn_kernel: PositiveInt = 3
+    cnn_stride: PositiveInt = 2
 
     @model_validator(mode="after")
     def _percentiles(self):

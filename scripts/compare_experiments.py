@@ -20,7 +20,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-PARAMS = {"W bits": "model.weight_bit_width", "A bits": "model.act_bit_width", "hidden": "model.hidden_layers"}
+PARAMS = {"W bits": "model.weight_bit_width", "A bits": "model.act_bit_width", "hidden": "model.hidden_layers",
+          "arch": "model.arch"}
 METRICS = {
     "weights": ("metrics/train.json", "num_weights"),
     "weight KiB": ("metrics/train.json", "weight_kib"),

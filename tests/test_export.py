@@ -269,3 +269,52 @@ def test_bad_inputs(trained, tmp_path):
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 1 and r.stderr.startswith("error: ") and "not a training checkpoint" in r.stderr
     assert r.stderr.strip().count("\n") == 0
+
+
+@pytest.fixture(scope="module")
+def trained_cnn(tmp_path_factory):
+    """A small model.arch cnn, trained briefly on the blobs, exported through run_export."""
+    root = tmp_path_factory.mktemp("export_cnn")
+    features = make_blobs(root / "features")
+    params = copy.deepcopy(PARAMS)
+    params["model"].update(arch="cnn", cnn_channels=[16, 16], cnn_kernel=3, cnn_stride=2)
+    params["train"].update(epochs=2, batch_size=128, lr=2e-3, augment={"enabled": False}, warmup_epochs=1)
+    train_metrics = L.run_local(params, features, root / "checkpoints", root / "metrics/train.json",
+                                root / "plots/train.csv", progress=False)
+    out = root / "QONNX_model.onnx"
+    metrics = run_export(params, features, out, root / "metrics/export.json", ckpt_dir=root / "checkpoints")
+    return {"root": root, "features": features, "params": params, "out": out, "metrics": metrics,
+            "train_metrics": train_metrics}
+
+
+def test_cnn_exports_and_every_runtime_agrees(trained_cnn):
+    from kws.qonnx_model import onnxruntime_logits, run_batch
+
+    m = trained_cnn["metrics"]
+    assert m["max_abs_logit_diff"] <= 1e-4 and m["argmax_agreement"] == 1.0
+    assert abs(m["qonnx_test_accuracy"] - trained_cnn["train_metrics"]["test_accuracy"]) <= 2 / 360
+    assert m["qonnx_test_accuracy"] > 0.3  # learnt something: chance is 1/12
+    assert (m["opset"], m["ir_version"]) == (PARAMS["export"]["opset"], 8)
+    model = load_qonnx(trained_cnn["out"])
+    assert model.get_tensor_shape(model.graph.input[0].name) == [1, 1, 10, 49]
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Conv") == 2 and ops.count("MatMul") == 1 and ops.count("Relu") == 2
+    assert "Reshape" not in ops  # NCHW from the input to the Flatten: nothing for FINN or hls4ml to undo
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert [model.get_tensor_shape(n.output[0]) for n in convs] == [[1, 16, 1, 24], [1, 16, 1, 11]]
+    x = T.load_features(trained_cnn["features"]).x["test"][:64].numpy()
+    q = run_batch(model, x)
+    assert np.abs(onnxruntime_logits(model, x) - q).max() <= 1e-4
+
+
+def test_cnn_checkpoint_refuses_mlp_params(trained_cnn, tmp_path):
+    params = copy.deepcopy(trained_cnn["params"])
+    params["model"]["arch"] = "mlp"
+    with pytest.raises(KwsError, match="model.arch='cnn' but params say 'mlp'"):
+        run_export(params, trained_cnn["features"], tmp_path / "m.onnx", tmp_path / "e.json",
+                   ckpt_dir=trained_cnn["root"] / "checkpoints")
+    params["model"].update(arch="cnn", cnn_kernel=5)
+    with pytest.raises(KwsError, match="model.cnn_kernel=3 but params say 5"):
+        run_export(params, trained_cnn["features"], tmp_path / "m.onnx", tmp_path / "e.json",
+                   ckpt_dir=trained_cnn["root"] / "checkpoints")
+    assert not (tmp_path / "m.onnx").exists()

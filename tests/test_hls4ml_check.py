@@ -166,3 +166,37 @@ def test_hls4ml_failure_names_the_layer(tmp_path):
             node.attribute.append(helper.make_attribute("rounding_mode", "ROUND"))
     with pytest.raises(KwsError, match=r"hls4ml cannot convert layer 'MatMul_0' \(pass ScaleDownMatMul\)"):
         hls4ml_check.convert(model, tmp_path / "build", {})
+
+
+def test_cnn_is_bit_exact_in_the_c_simulation(tmp_path):
+    """model.arch cnn: Brevitas -> QONNX (export's own checks) -> hls4ml C-sim on BIN files. The
+    BatchNorms get spread-out statistics so that every quantizer level is used."""
+    import torch
+
+    from kws.export import export_checked
+    from kws.model import build_model, config_from_params
+
+    torch.manual_seed(0)
+    cfg = config_from_params({"arch": "cnn", "cnn_channels": [8, 8], "cnn_kernel": 3, "cnn_stride": 2},
+                             (1, 10, 49), 0.3)
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.running_mean.uniform_(-2, 2)
+            bn.running_var.uniform_(1, 20)
+            bn.weight.uniform_(0.5, 2)
+            bn.bias.uniform_(0, 1)
+    rng = np.random.default_rng(0)
+    q = rng.integers(-127, 128, size=(60, 1, 10, 49)).astype(np.int8)
+    export_checked(model, tmp_path / "cnn.onnx", (q * 0.3).astype(np.float32), 1e-4)
+    qmodel = load_qonnx(tmp_path / "cnn.onnx")
+    bins = tmp_path / "bins"
+    bins.mkdir()
+    for i, sample in enumerate(q):
+        sample.tofile(bins / f"tst_{i}.bin")  # the model's input layout, as kws.bins writes them
+    (bins / "y_labels.csv").write_text("".join(f"tst_{i}.bin, 12, {i % 12}\n" for i in range(len(q))))
+    m = hls4ml_check.check(qmodel, bins, tmp_path / "build")
+    assert m["passed"] and m["disagree_without_tie"] == 0 and m["files"] == 60
+    assert m["max_abs_logit_diff"] <= 1e-5
+    assert m["agree"] + m["ties"] >= 60
+    assert {"Conv_0", "Conv_1", "MatMul_0"} <= set(m["precisions"])

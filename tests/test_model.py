@@ -81,3 +81,52 @@ def test_checkpoint_config_without_input_dropout_keeps_old_model():
 def test_config_round_trips():
     cfg = config_from_params(DEFAULTS, (1, 10, 49), 0.5)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+CNN = dict(DEFAULTS, arch="cnn", cnn_channels=[16, 24], cnn_kernel=3, cnn_stride=2)
+
+
+def test_cnn_convolves_along_the_frames_with_coefficients_as_channels():
+    from brevitas.nn import QuantConv2d, QuantReLU
+
+    cfg = config_from_params(CNN, (1, 10, 49), 0.3)
+    model = build_model(cfg).eval()
+    convs = [m for m in model.modules() if isinstance(m, QuantConv2d)]
+    # the first kernel spans all 10 coefficients: a 1-D convolution with them as input channels
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride) for c in convs] == [
+        (1, 16, (10, 3), (1, 2)), (16, 24, (1, 3), (1, 2))]
+    assert all(c.bias is None for c in convs)
+    out_linear = model.features[-1]
+    assert isinstance(out_linear, QuantLinear) and out_linear.in_features == 24 * 11  # 49 -> 24 -> 11 frames
+    assert num_weights(model) == 16 * 30 + 24 * 16 * 3 + 24 * 11 * 12
+    assert [int(m.quant_weight().bit_width) for m in convs + [out_linear]] == [3, 3, 3]
+    assert [float(m.act_quant.scale()) for m in model.modules() if isinstance(m, QuantReLU)] == pytest.approx([1 / 7] * 2)
+    x = torch.randn(5, 1, 10, 49) * 10
+    assert model(x).shape == (5, 12)
+    # a frame shift of 2 (the stride) moves the first layer's output by one column: the features it
+    # sees are the same, which the MLP's first layer does not give
+    first = torch.nn.Sequential(*model.features[:5])
+    a, b = first(x[..., :47]), first(x[..., 2:])
+    assert torch.allclose(a[..., 1:], b[..., :-1], atol=1e-5)
+
+
+def test_cnn_config_leaves_the_mlp_keys_out_and_round_trips():
+    cfg = config_from_params(dict(CNN, hidden_layers=[7]), (1, 10, 49), 0.3)
+    assert (cfg.arch, cfg.hidden_layers, cfg.cnn_channels) == ("cnn", (), (16, 24))
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    mlp = config_from_params(dict(DEFAULTS, cnn_channels=[8]), (1, 10, 49), 0.3)
+    assert (mlp.arch, mlp.cnn_channels, mlp.cnn_kernel) == ("mlp", (), 0)
+    old = mlp.to_dict()
+    for key in ("arch", "cnn_channels", "cnn_kernel", "cnn_stride"):  # stored before the CNN existed
+        del old[key]
+    assert ModelConfig.from_dict(old) == mlp
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("arch", "rnn", "model.arch: expected 'mlp' or 'cnn'"), ("cnn_channels", [], "model.cnn_channels"),
+    ("cnn_kernel", 0, "model.cnn_kernel"), ("cnn_stride", 1.5, "model.cnn_stride"),
+    ("cnn_kernel", 30, "model.cnn_kernel/cnn_stride/cnn_channels: 2 convolutions of kernel 30"),
+])
+def test_bad_cnn_params_name_the_key(key, value, message):
+    with pytest.raises(KwsError, match=message):
+        config_from_params(dict(CNN, **{key: value}), (1, 10, 49), 0.3)
