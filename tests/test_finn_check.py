@@ -210,6 +210,25 @@ def test_disabled_writes_only_notes(tmp_path):
     assert read(tmp_path) == ({"enabled": False}, {"enabled": False})
 
 
+def test_cnn_is_skipped_with_a_note_and_no_estimates(tmp_path):
+    """A sweep may mix model.arch cnn and mlp: a CNN's FINN row is "-", with the reason said, and
+    the stage does not fail (the FINN flow here does not lower convolutions yet)."""
+    from onnx import TensorProto, helper, numpy_helper
+    w = numpy_helper.from_array(np.ones((4, 1, 10, 3), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "cnn",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 10, 49])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 1, 47])], [w])
+    model = tmp_path / "cnn.onnx"
+    onnx.save(helper.make_model(graph), str(model))
+    r = run_cli(tmp_path, model, tmp_path / "no_bins", {"enabled": True})
+    assert r.returncode == 0, r.stderr
+    assert "FINN check skipped" in r.stdout and "model.arch cnn" in r.stdout
+    metrics, layers = read(tmp_path)
+    assert metrics == layers and "Conv layers" in metrics["skipped"]
+    assert F.estimates(metrics) == {column: None for column in F.SWEEP_COLUMNS}
+    assert F.layers_not_lowered(tmp_path / "cnn.onnx") == ["Conv"]
+
+
 @pytest.mark.parametrize("finn, message", [
     ({"target_fps": 0}, "params finn.target_fps: expected more than 0"),
     ({"synth_clk_period_ns": "10"}, "params finn.synth_clk_period_ns"),
