@@ -7,7 +7,7 @@ DVC := $(VENV)/bin/dvc
 # DVC stages run `python ...`: the venv's
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 # debian-packages.txt: one package a line (its first column), comments and other columns skipped;
-# kws/synthetic/tts.py reads the same file for its "apt-get install" hints
+# kws/synthetic/commands.py reads the same file for its "apt-get install" hints
 DEBIAN_PACKAGES := $(shell grep -o '^[a-z0-9][a-z0-9.+-]*' debian-packages.txt)
 # some are in Debian's contrib and non-free (see debian-packages.txt): enabled here if no source has them
 APT_CONTRIB_NON_FREE := /etc/apt/sources.list.d/kws-contrib-non-free.sources

@@ -69,13 +69,9 @@ def config_from_params(model_params: "params.Model | dict", input_shape: tuple[i
         raise KwsError(f"input quantizer scale must be positive and finite, got {input_scale!r}")
     input_shape = tuple(int(s) for s in input_shape)
     cnn = p.arch == "cnn"
-    if cnn:
-        frames = input_shape[-1]
-        for _ in p.cnn_channels:
-            frames = (frames - p.cnn_kernel) // p.cnn_stride + 1
-            if frames < 1:
-                raise KwsError(f"params model.cnn_kernel/cnn_stride/cnn_channels: {len(p.cnn_channels)} convolutions "
-                               f"of kernel {p.cnn_kernel}, stride {p.cnn_stride} do not fit {input_shape[-1]} frames")
+    if cnn and min(cnn_frames(input_shape[-1], len(p.cnn_channels), p.cnn_kernel, p.cnn_stride)) < 1:
+        raise KwsError(f"params model.cnn_kernel/cnn_stride/cnn_channels: {len(p.cnn_channels)} convolutions "
+                       f"of kernel {p.cnn_kernel}, stride {p.cnn_stride} do not fit {input_shape[-1]} frames")
     return ModelConfig(
         input_shape=input_shape,
         input_scale=float(input_scale),
@@ -176,9 +172,18 @@ def _cnn_layers(cfg: ModelConfig, layers: list[nn.Module], weights: dict) -> int
     for c in cfg.cnn_channels:
         layers += [QuantConv2d(channels, c, (rows, cfg.cnn_kernel), stride=(1, cfg.cnn_stride), bias=False, **weights),
                    nn.BatchNorm2d(c), _relu(cfg), nn.Dropout(cfg.dropout)]
-        channels, rows, frames = c, 1, (frames - cfg.cnn_kernel) // cfg.cnn_stride + 1
+        channels, rows = c, 1
     layers.append(nn.Flatten())
-    return channels * frames
+    return channels * cnn_frames(frames, len(cfg.cnn_channels), cfg.cnn_kernel, cfg.cnn_stride)[-1]
+
+
+def cnn_frames(frames: int, layers: int, kernel: int, stride: int) -> list[int]:
+    """The frames left after each of `layers` unpadded convolutions (below 1: they do not fit)."""
+    out = []
+    for _ in range(layers):
+        frames = (frames - kernel) // stride + 1
+        out.append(frames)
+    return out
 
 
 def num_weights(model: nn.Module) -> int:

