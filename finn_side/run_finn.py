@@ -33,8 +33,10 @@ from qonnx.transformation.change_batchsize import ChangeBatchSize  # noqa: E402
 from qonnx.transformation.infer_shapes import InferShapes  # noqa: E402
 
 import fast_exec  # noqa: E402
+import conv_exec  # noqa: E402
 
 fast_exec.install()  # before finn imports qonnx's functions by name
+conv_exec.install()
 
 # FINN's front end and analytical estimates: everything before step_hw_codegen (which needs Vitis HLS)
 STEPS = [
@@ -107,16 +109,22 @@ def batched(model: ModelWrapper, n: int, tmp_dir: Path) -> ModelWrapper:
             if "numInputVectors" in inst.get_nodeattr_types():
                 vectors = list(inst.get_nodeattr("numInputVectors"))
                 inst.set_nodeattr("numInputVectors", [n] + vectors[1:])
-    if not model.get_nodes_by_op_type("StreamingDataflowPartition"):
+    if not any(node.op_type in BATCH_ONE_SHAPES for node in model.graph.node):
         return model.transform(ChangeBatchSize(n)).transform(InferShapes())
-    # FINN has no shape inference for partition nodes: batch the parent's recorded shapes instead
-    # (every non-constant tensor of a parent graph has the batch first)
+    # shape inference would put a batch of 1 back: batch the recorded shapes instead (every
+    # non-constant tensor has the batch first; executing these nodes takes any batch)
     constants = {init.name for init in model.graph.initializer}
     for vi in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
         dims = vi.type.tensor_type.shape.dim
         if vi.name not in constants and dims and dims[0].dim_value == 1:
             dims[0].dim_value = n
     return model
+
+
+# Nodes whose shape inference gives a batch of 1 whatever their input's: FINN has none for
+# partition nodes, and qonnx 0.4.0's Im2Col (the lowered convolutions of model.arch cnn) and FINN's
+# ConvolutionInputGenerator write a batch of 1 into their output shape
+BATCH_ONE_SHAPES = ("StreamingDataflowPartition", "Im2Col", "ConvolutionInputGenerator")
 
 
 def with_partition(parent: ModelWrapper, child_path: Path) -> ModelWrapper:

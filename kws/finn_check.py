@@ -164,19 +164,6 @@ def check(model_path, bin_dir, cfg: dict, out_dir, finn_root: Path, finn_python:
     return metrics, detail
 
 
-# Layers the FINN flow here does not take yet: FINN v0.10.1 streamlines model.arch cnn's convolutions
-# (Im2Col -> MatMul), but finn_side's batched run of the lowered graph fails (docs/cnn.md)
-NOT_LOWERED_YET = ("Conv",)
-
-
-def layers_not_lowered(model_path) -> list[str]:
-    """The op types of `model_path` that the FINN check cannot take yet (empty: it can)."""
-    import onnx
-
-    ops = {node.op_type for node in onnx.load(str(model_path), load_external_data=False).graph.node}
-    return sorted(ops.intersection(NOT_LOWERED_YET))
-
-
 # For the sweep table (scripts/compare_experiments.py): column -> metrics/finn.json key
 SWEEP_COLUMNS = {"FINN LUT": "LUT", "FINN BRAM_18K": "BRAM_18K", "FINN frames/s": "estimated_throughput_fps"}
 

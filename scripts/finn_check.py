@@ -50,15 +50,6 @@ def main() -> None:
         print("FINN check disabled (params finn.enabled)")
         return
 
-    not_lowered = finn_check.layers_not_lowered(args.model)
-    if not_lowered:  # a sweep may hold CNNs: their row shows "-" for FINN, the others still get estimates
-        note = (f"FINN check skipped: {args.model} has {', '.join(not_lowered)} layers (model.arch cnn), "
-                f"which the FINN flow here does not lower yet (docs/cnn.md)")
-        write_json(args.metrics, {"enabled": True, "skipped": note})
-        write_json(args.layers, {"enabled": True, "skipped": note})
-        print(f"note: {note}")
-        return
-
     start = time.time()
     finn_root = finn_check.find_finn_root(args.finn_root)
     finn_python = finn_check.find_finn_python(args.finn_python)

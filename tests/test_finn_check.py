@@ -54,27 +54,32 @@ def read(tmp: Path) -> tuple[dict, dict]:
             json.loads((tmp / "reports/finn_layers.json").read_text()))
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """Our default model (params.yaml's architecture and export.opset) from a tiny training on
-    Gaussian blobs, and 200 BIN files of it: what `dvc repro bins` makes, in seconds."""
+def export_tiny(root: Path, **model) -> tuple[Path, Path]:
+    """A model of params.yaml's architecture (with `model` overrides) and export.opset from a tiny
+    training on Gaussian blobs, and 200 BIN files of it: what `dvc repro bins` makes, in seconds."""
     from test_export import make_blobs
 
     from kws.export import run_export
 
-    root = tmp_path_factory.mktemp("finn_export")
     features = make_blobs(root / "features")
     params = copy.deepcopy(PARAMS)
+    params["model"].update(model)
     params["train"].update(epochs=2, batch_size=128, lr=2e-3, augment={"enabled": False}, warmup_epochs=1)
     params["export"]["check_samples"] = 64
     L.run_local(params, features, root / "checkpoints", root / "train.json", root / "train.csv", progress=False)
     model_path = root / "training_checkpoint" / "QONNX_model.onnx"
     run_export(params, features, model_path, root / "export.json", ckpt_dir=root / "checkpoints")
-    model = load_model(model_path)
+    qonnx_model = load_model(model_path)
     data = T.load_features(features)
     x, y = data.x["test"].numpy(), data.y["test"].numpy()
-    bins.make_bins(root / "kws_bin_files", model, x, y, "mfcc", 200, 1.0)
+    bins.make_bins(root / "kws_bin_files", qonnx_model, x, y, "mfcc", 200, 1.0)
     return model_path, root / "kws_bin_files"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Our default model, trained on blobs, and its 200 BIN files."""
+    return export_tiny(tmp_path_factory.mktemp("finn_export"))
 
 
 @pytest.fixture(scope="module")
@@ -210,23 +215,22 @@ def test_disabled_writes_only_notes(tmp_path):
     assert read(tmp_path) == ({"enabled": False}, {"enabled": False})
 
 
-def test_cnn_is_skipped_with_a_note_and_no_estimates(tmp_path):
-    """A sweep may mix model.arch cnn and mlp: a CNN's FINN row is "-", with the reason said, and
-    the stage does not fail (the FINN flow here does not lower convolutions yet)."""
-    from onnx import TensorProto, helper, numpy_helper
-    w = numpy_helper.from_array(np.ones((4, 1, 10, 3), np.float32), "w")
-    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "cnn",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 10, 49])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 1, 47])], [w])
-    model = tmp_path / "cnn.onnx"
-    onnx.save(helper.make_model(graph), str(model))
-    r = run_cli(tmp_path, model, tmp_path / "no_bins", {"enabled": True})
+def test_cnn_goes_through_finn_with_unchanged_predictions(finn_env, tmp_path):
+    """model.arch cnn (2 convolutions, a small one): FINN lowers the convolutions (Im2Col, then
+    ConvolutionInputGenerator + MVAU) and every graph it can execute predicts what qonnx predicts
+    on the 200 BIN files, run as one batch (finn_side/conv_exec.py: the release's Im2Col mixes the
+    samples of a batch, and its MVAU cannot read the convolution's stream without it)."""
+    model, bin_dir = export_tiny(tmp_path / "cnn", arch="cnn", cnn_channels=[16, 16], cnn_kernel=3, cnn_stride=2)
+    assert {n.op_type for n in onnx.load(model).graph.node} >= {"Conv", "Flatten", "MatMul"}
+    r = run_cli(tmp_path, model, bin_dir, {"enabled": True})
     assert r.returncode == 0, r.stderr
-    assert "FINN check skipped" in r.stdout and "model.arch cnn" in r.stdout
-    metrics, layers = read(tmp_path)
-    assert metrics == layers and "Conv layers" in metrics["skipped"]
-    assert F.estimates(metrics) == {column: None for column in F.SWEEP_COLUMNS}
-    assert F.layers_not_lowered(tmp_path / "cnn.onnx") == ["Conv"]
+    metrics, detail = read(tmp_path)
+    assert metrics["passed"] and metrics["disagree_without_tie"] == 0 and metrics["graphs_executed"] == 5
+    assert [s["step"] for s in detail["steps"] if s["executed"]] == F_STEPS_EXECUTED
+    assert all(g["agree"] + g["ties_deciding"] == 200 for g in detail["graphs"].values())
+    assert max(g["max_abs_logit_diff"] for g in detail["graphs"].values()) < 1e-4
+    assert {name.rsplit("_", 1)[0] for name in detail["layers"]} == {"ConvolutionInputGenerator_rtl", "MVAU_hls"}
+    assert metrics["LUT"] > 0 and F.estimates(metrics)["FINN LUT"] == metrics["LUT"]
 
 
 @pytest.mark.parametrize("finn, message", [
