@@ -1,21 +1,12 @@
 """The TTS engines (kws/synthetic/tts.py): every voice is real and distinct, pitch control works,
 and festival runs in the environment that makes it repeatable."""
-import hashlib
-import json
-import shutil
-import subprocess
-import sys
 import typing
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from kws import params
-from kws.common import KwsError
 from kws.synthetic import tts
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_engines_available():
