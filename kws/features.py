@@ -192,6 +192,20 @@ def noise_plan(num_clips: int, noise_lengths: list[int], cfg: FeatureConfig, rng
 
 # ----------------------------------------------------------------------------- tf graph
 
+def _filterbank(tf, spectrum, mel_w):
+    """spectrum (..., bins) @ mel_w (bins, mels), summed in one order on every CPU.
+
+    tf.tensordot runs oneDNN's sgemm even with TF_ENABLE_ONEDNN_OPTS=0, and oneDNN picks its code
+    (AVX2, AVX-512) and blocking by the CPU at run time: the same clips gave other float32 features
+    on an AVX-512 machine than on an AVX2 one (docs/reproducibility.md). TensorFlow's sparse matmul
+    loops over the filterbank's nonzero weights itself, with no BLAS or oneDNN underneath."""
+    bins, mels = mel_w.shape
+    flat = tf.reshape(spectrum, [-1, bins])
+    weights = tf.sparse.from_dense(tf.transpose(mel_w))  # (mels, bins), row-major index order
+    out = tf.transpose(tf.sparse.sparse_dense_matmul(weights, flat, adjoint_b=True))  # (N, mels)
+    return tf.reshape(out, tf.concat([tf.shape(spectrum)[:-1], [mels]], 0))
+
+
 @functools.lru_cache(maxsize=None)
 def _graphs(cfg: FeatureConfig):
     """(clean, noisy) tf.functions over a batch, traced once per config."""
@@ -215,7 +229,7 @@ def _graphs(cfg: FeatureConfig):
             mag = tf.abs(tf.signal.stft(x, cfg.window_samples, cfg.stride_samples, window_fn=tf.signal.hann_window))
             mel_w = tf.signal.linear_to_mel_weight_matrix(
                 cfg.num_mel_bins, mag.shape[-1], cfg.sample_rate, cfg.lower_edge_hertz, cfg.upper_edge_hertz)
-            log_mel = tf.math.log(tf.tensordot(mag, mel_w, 1) + 1e-6)
+            log_mel = tf.math.log(_filterbank(tf, mag, mel_w) + 1e-6)
             return tf.signal.mfccs_from_log_mel_spectrograms(log_mel)[..., :cfg.dct_coefficient_count]
         x = tf.pad(x, [[0, 0], [1, 0]])
         x = x[:, 1:] - LFBE_PREEMPHASIS * x[:, :-1]
@@ -225,7 +239,7 @@ def _graphs(cfg: FeatureConfig):
         power = tf.clip_by_value(power, 1e-30, tf.reduce_max(power, axis=[1, 2], keepdims=True))  # per clip
         mel_w = tf.signal.linear_to_mel_weight_matrix(
             cfg.num_mel_bins, mag.shape[-1], cfg.sample_rate, 0.0, cfg.sample_rate / 2.0)
-        db = 10 * (tf.math.log(tf.tensordot(power, mel_w, 1)) / tf.math.log(10.0))
+        db = 10 * (tf.math.log(_filterbank(tf, power, mel_w)) / tf.math.log(10.0))
         return tf.clip_by_value((db + LFBE_POWER_OFFSET - 32 + 32.0) / 64.0, 0, 1)
 
     audio_spec = (tf.TensorSpec([None, s], tf.int16), tf.TensorSpec([None], tf.int32))

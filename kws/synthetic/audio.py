@@ -3,43 +3,19 @@
 1 s clip, a coloured noise floor, and 16-bit WAV files."""
 from __future__ import annotations
 
-import functools
 import wave
 from pathlib import Path
 
 import numpy as np
+import soxr
 
 SAMPLE_RATE = 16000
 
 
-@functools.lru_cache(maxsize=64)
-def _resample_table(up: int, down: int, half_width: int = 64, beta: float = 8.0) -> np.ndarray:
-    """Kaiser-windowed sinc taps for each of the `up` output phases (polyphase resampler)."""
-    cutoff = 0.92 * min(1.0, up / down)  # of the input Nyquist: a margin below 8 kHz
-    frac = np.arange(up)[:, None] * down % up / up  # fractional input position per phase
-    u = frac - np.arange(-half_width + 1, half_width + 1)[None, :]  # distance to each tap
-    window = np.i0(beta * np.sqrt(np.clip(1 - (u / half_width) ** 2, 0, None))) / np.i0(beta)
-    return cutoff * np.sinc(cutoff * u) * window
-
-
-def resample(x: np.ndarray, rate_in: int, rate_out: int = SAMPLE_RATE) -> np.ndarray:
-    """Band-limited resampling with a fixed polyphase table: deterministic, numpy only.
-    Rates should share a large divisor (multiples of 100 Hz): the table has rate_out/gcd rows."""
-    g = np.gcd(rate_in, rate_out)
-    up, down = rate_out // g, rate_in // g
-    table = _resample_table(up, down)
-    half = table.shape[1] // 2
-    total = len(x) * up // down
-    xp = np.concatenate([np.zeros(half), x, np.zeros(half + 1)])
-    windows = np.lib.stride_tricks.sliding_window_view(xp, 2 * half)  # a view, no copy
-    out = np.empty(total)
-    # output n sits between input n*down//up and the next one: taps from there -half+1..half.
-    # Outputs n0, n0+up, n0+2up, ... share one phase and step `down` inputs: a strided view of
-    # the windows times one row of taps, with no gathered (n, taps) copies
-    for n0 in range(min(up, total)):
-        rows = windows[n0 * down // up + 1::down][: len(range(n0, total, up))]
-        out[n0::up] = np.einsum("nk,k->n", rows, table[n0 * down % up])
-    return out
+def resample(x: np.ndarray, rate_in: float, rate_out: int = SAMPLE_RATE) -> np.ndarray:
+    """Band-limited resampling by libsoxr at its HQ setting (the resampler `kws.recording` uses for
+    users' recordings): any ratio, deterministic for the same input and rates."""
+    return soxr.resample(x, rate_in, rate_out, quality="HQ")
 
 
 def trim(x: np.ndarray, rel_threshold: float = 0.02, margin: int = 220) -> np.ndarray:
@@ -84,9 +60,9 @@ def place(x: np.ndarray, rate: int, formant: float, rng: np.random.Generator, cf
     into 1 s if too long, at a random offset and gain, over a noise floor (dB re the peak).
     `cfg`: the synthetic params (channel_*, noise_floor_*)."""
     # reading `rate` Hz audio as if it were rate * formant Hz scales every frequency by `formant`
-    x = trim(resample(x, int(round(rate * formant / 100)) * 100, SAMPLE_RATE))
-    if len(x) > SAMPLE_RATE:  # a slow speaker saying "backward": speed it up to fit
-        x = trim(resample(x, -(-len(x) // 100) * 100 + 200, SAMPLE_RATE))
+    x = trim(resample(x, rate * formant))
+    if len(x) > SAMPLE_RATE:  # a slow speaker saying "backward": read it faster, so that it fits
+        x = trim(resample(x, len(x) + 200))
     x = channel(x, rng, cfg["channel_tilt_db"], cfg["channel_ripple_db"])
     x = x / np.abs(x).max() * rng.uniform(0.1, 0.9)
     out = np.zeros(SAMPLE_RATE)
