@@ -270,11 +270,11 @@ def test_features_bound_to_one_cpu_are_bit_identical(tmp_path):
     assert [f for f in outs["all"] if outs["all"][f] != outs["one"][f]] == []
 
 
-def test_features_do_not_depend_on_the_cpus_instruction_set(tmp_path):
+def test_features_do_not_depend_on_the_cpus_instruction_set():
     """oneDNN (inside TensorFlow even with TF_ENABLE_ONEDNN_OPTS=0) picks AVX2 or AVX-512 code by the
     CPU, and its sgemm ran the mel filterbank: an AVX-512 machine wrote other features than an AVX2
     one. ONEDNN_MAX_CPU_ISA makes one machine take each path; the features must not change."""
-    script = ("import hashlib, sys; from tests.test_features import make_clips; "
+    script = ("import hashlib; from tests.test_features import make_clips; "
               "from kws.features import FeatureConfig, extract; "
               "a, n = make_clips(40, 3); x = extract(a, n, FeatureConfig.from_params({}), progress=False); "
               "print(hashlib.sha256(x.tobytes()).hexdigest())")
