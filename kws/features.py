@@ -196,7 +196,7 @@ def _filterbank(tf, spectrum, mel_w):
     """spectrum (..., bins) @ mel_w (bins, mels), summed in one order on every CPU.
 
     tf.tensordot runs oneDNN's sgemm even with TF_ENABLE_ONEDNN_OPTS=0, and oneDNN picks its code
-    (AVX2, AVX-512) and blocking by the CPU at run time: the same clips gave other float32 features
+    (AVX2, AVX-512) by the CPU at run time: the same clips gave other float32 features
     on an AVX-512 machine than on an AVX2 one (docs/reproducibility.md). TensorFlow's sparse matmul
     loops over the filterbank's nonzero weights itself, with no BLAS or oneDNN underneath."""
     bins, mels = mel_w.shape
