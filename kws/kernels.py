@@ -6,14 +6,16 @@ the real clips). Capped at AVX2 before torch loads, the trained bytes should not
 CPU model (any x86-64 CPU since 2013); a variable already set by the user wins.
 
 The thread count decides the bytes too (threads split the reductions into other partial sums),
-and kws.train pins it. Two OpenMP variables would undo the pin, so a user's value does not win:
-OMP_DYNAMIC=true lets libgomp size every parallel region as (CPUs - 15-minute load average), so
-on a busy machine, or a process bound to one CPU, training silently ran on one thread and wrote
-that thread count's bytes; OMP_THREAD_LIMIT below 2 caps it the same way (docs/reproducibility.md).
+and kws.train pins it (at one thread). Two OpenMP variables could undo a pin, so a user's value
+does not win: OMP_DYNAMIC=true lets libgomp size every parallel region as (CPUs - 15-minute load
+average), so on a busy machine, or a process bound to one CPU, a two-thread training silently ran
+on one thread and wrote that thread count's bytes; OMP_THREAD_LIMIT caps it the same way
+(docs/reproducibility.md).
 
-OMP_WAIT_POLICY=PASSIVE only changes speed: an OpenMP thread that waits for its partner sleeps
-at once instead of spinning. With libgomp's default spinning, two training threads beside one
-busy core took 2.95x as long per epoch, passive 1.15-1.41x, with the same bytes (bench/bench_busy_core.py)."""
+OMP_WAIT_POLICY=PASSIVE only changes speed, and only where more than one OpenMP thread runs: a
+thread that waits for its partner sleeps at once instead of spinning. With libgomp's default
+spinning, two training threads beside one busy core took 2.95x as long per epoch, passive
+1.15-1.41x, with the same bytes (bench/bench_busy_core.py --threads 2)."""
 import os
 
 KERNEL_CAPS = (("MKL_CBWR", "AVX2"), ("ATEN_CPU_CAPABILITY", "avx2"), ("ONEDNN_MAX_CPU_ISA", "AVX2"))

@@ -156,7 +156,7 @@ class Asha(Section):
 
 class Ray(Section):
     address: str | None = None       # null: RAY_ADDRESS, or else a Ray instance started for the run
-    cpus_per_trial: PositiveInt = 2  # kws.train pins 2 threads; more CPUs per trial go unused
+    cpus_per_trial: PositiveInt = 1  # kws.train pins 1 thread; more CPUs per trial go unused
     storage_path: str | None = None  # null: ray_results/ here (one machine); a cluster: a path all nodes share, or s3://...
     search: Literal["grid", "random"] = "grid"
     num_samples: PositiveInt = 4     # random: trials drawn from the sweep grid

@@ -41,10 +41,13 @@ NON_RECIPE_KEYS = ("engine", "det_master", "ray", "searcher", "sweep")
 VALIDATION_METRICS = ("val_accuracy", "val_loss")  # what train() reports after each epoch
 TIME_METRIC = "epochs"  # train()'s progress metric among them (a searcher's time_metric)
 # Threads split reductions (matmuls, BatchNorm, the loss) into different partial sums, so the
-# trained bytes depend on the thread count (1 vs 2 threads: 66.5% vs 67.0% real speech): pinned, so
-# that a machine with any number of cores reproduces dvc.lock's checkpoint. More threads barely
-# speed up this small MLP.
-TRAIN_THREADS = 2
+# trained bytes depend on the thread count: pinned, so that a machine with any number of cores
+# reproduces dvc.lock's checkpoint. One thread, because this small MLP's steps are hundreds of
+# small ops: two threads meet at an OpenMP barrier after each, and waiting there either sleeps
+# (slower than one thread on an idle machine) or spins (far slower beside a busy core). One
+# thread has no barrier, so it is the faster choice idle and the safe one on a busy machine
+# (docs/reproducibility.md, "One training thread").
+TRAIN_THREADS = 1
 
 
 class Interrupted(KeyboardInterrupt):

@@ -25,7 +25,7 @@ pytest.importorskip("ray")
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
-CPUS_PER_NODE = 2  # one trial (train.ray.cpus_per_trial: 2) per node: a 2-point grid uses both nodes
+CPUS_PER_NODE = 1  # one trial (train.ray.cpus_per_trial: 1) per node: a 2-point grid uses both nodes
 EPOCHS = 6
 
 
