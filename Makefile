@@ -73,6 +73,8 @@ bins: setup
 SWEEP ?= -S 'model.weight_bit_width=2,3,4' -S 'model.hidden_layers=[128,128,128],[256,256,256]' -S finn.enabled=true
 SWEEP_DATA := data/synthetic_corpus data/dataset data/features
 SWEEP_TIMEOUT ?= 21600
+# experiments run side by side: training pins one thread, so one per CPU (docs/dvc.md)
+SWEEP_JOBS ?= $(shell nproc)
 # ENGINE=ray: the same SWEEP grid as Ray Tune trials on RAY_ADDRESS or params train.ray.address
 # (train.ray: grid or random search, ASHA); its table, and plots/ray_sweep.csv (docs/ray.md)
 ENGINE ?= dvc
@@ -82,7 +84,7 @@ ifeq ($(ENGINE),ray)
 	$(PY) -m scripts.ray_sweep --params params.yaml --features data/features --csv plots/ray_sweep.csv $(SWEEP)
 else
 	$(DVC) exp run --queue $(addprefix -C ,$(SWEEP_DATA)) $(SWEEP)
-	$(DVC) queue start
+	$(DVC) queue start --jobs $(SWEEP_JOBS)
 	$(PY) -m scripts.compare_experiments --wait --timeout $(SWEEP_TIMEOUT) --plot plots/sweep_pareto.png \
 	  $(if $(wildcard $(FINN_FIXTURE)/kws_bin_files),--real_speech $(FINN_FIXTURE))
 endif
