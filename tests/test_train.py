@@ -370,7 +370,7 @@ def _outputs(out: Path) -> dict[str, bytes]:
             if p.is_file() and p.name != "params.yaml"}
 
 
-CLI_PARAMS = tiny_params(epochs=2, batch_size=512)  # the recipe's batch: its reductions run on 2 threads
+CLI_PARAMS = tiny_params(epochs=2, batch_size=512)  # the recipe's batch: big enough for multi-threaded reductions
 
 
 def _cli_outputs(features: Path, out: Path, **kw) -> dict[str, bytes]:
@@ -387,7 +387,8 @@ def plain_cli_outputs(blobs, tmp_path_factory):
 
 # OMP_DYNAMIC=true: libgomp gives each parallel region (CPUs it may use - 15-minute load average)
 # threads, so a busy machine, or here deterministically a process bound to one CPU, trained on one
-# thread: other bytes than the pinned two. OMP_THREAD_LIMIT=1 caps the threads the same way.
+# thread when two were pinned (the pin is one thread now; the test keeps any pin honest).
+# OMP_THREAD_LIMIT=1 caps the threads the same way.
 @pytest.mark.parametrize("env,one_cpu", [({"OMP_DYNAMIC": "true"}, True), ({"OMP_THREAD_LIMIT": "1"}, False)],
                          ids=["omp_dynamic_one_cpu", "omp_thread_limit_1"])
 def test_cli_training_is_bit_identical_whatever_openmp_is_told(blobs, tmp_path, plain_cli_outputs, env, one_cpu):
