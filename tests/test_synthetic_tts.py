@@ -47,3 +47,21 @@ def test_festival_runs_with_glibc_malloc_perturb(tmp_path, monkeypatch):
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.check=0")
     got = tts.festival(script, "festival").decode().split()
     assert got == [f"glibc.malloc.check=0:{tts.FESTIVAL_MALLOC_PERTURB}"]
+
+
+def test_festival_heap_gives_the_default_heaps_audio(monkeypatch):
+    """festival runs with a small Scheme heap (FESTIVAL_HEAP_CELLS) because its default heap costs
+    0.2 s a start; the audio must be the default heap's. This speaker's script of the default corpus
+    crashes festival ("double free or corruption") with 0.3 million cells, so a heap too small fails
+    here."""
+    from kws.synthetic import speakers
+    speaker = speakers.Speaker("festival", "rab_diphone", 0.814, 1.073, 0.966)
+    words = list(speakers.speaker_words("b5197366", 0, 8))
+    monkeypatch.setattr(speakers, "place", lambda x, rate, *_: (x, rate))
+    small = speakers.speaker_takes(speaker, words, 1, 0, "b5197366", {"intonation": True})
+    default_heap = lambda script, what: tts.run(["festival", "-b", str(script)], what, env=tts.festival_env())  # noqa: E731
+    monkeypatch.setattr(tts, "festival", default_heap)
+    default = speakers.speaker_takes(speaker, words, 1, 0, "b5197366", {"intonation": True})
+    assert len(small) == 18
+    for key, (x, rate) in default.items():
+        assert small[key][1] == rate and np.array_equal(small[key][0], x), key

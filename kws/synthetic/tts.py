@@ -62,6 +62,12 @@ INTONATIONS = ("", ".", "?", "!")  # statement / question / exclamation prosody,
 # of one speaker in 4 of 40 runs; docs/reproducibility.md). glibc's malloc perturb fills every new
 # allocation with one fixed byte, so those reads, and the audio, are the same in every run.
 FESTIVAL_MALLOC_PERTURB = "glibc.malloc.perturb=165"
+# festival's Scheme heap, in cells. Its default, 10 million cells, is 320 MB that festival touches
+# at every start (0.2 s, mostly page faults), far more than a speaker's script needs: with 2
+# million a script runs 2-3 times faster. 0.5, 1 and 2 million cells gave the default heap's audio,
+# byte for byte, for all 720 festival speakers of the default corpus; with 0.3 million some
+# speakers' scripts crashed ("double free or corruption") and took the slow path.
+FESTIVAL_HEAP_CELLS = 2_000_000
 
 
 def festival_env() -> dict[str, str]:
@@ -72,8 +78,8 @@ def festival_env() -> dict[str, str]:
 
 
 def festival(script: Path, what: str) -> bytes:
-    """Runs a festival script in festival_env()."""
-    return run(["festival", "-b", str(script)], what, env=festival_env())
+    """Runs a festival script in festival_env(), with a heap of FESTIVAL_HEAP_CELLS."""
+    return run(["festival", "--heap", str(FESTIVAL_HEAP_CELLS), "-b", str(script)], what, env=festival_env())
 
 
 def _read_wav_bytes(data: bytes, what: str, header_frames: bool = True) -> tuple[np.ndarray, int]:
@@ -105,7 +111,7 @@ def front_end(engine: str, voice: str) -> str:
 
 def synthesize(engine: str, voice: str, items: list[tuple[str, float, float]]) -> list[tuple[np.ndarray, int]]:
     """(text, pitch factor, duration factor) per item -> (audio float64, sample rate) per item.
-    festival starts slowly (0.5-2 s), so it gets all of a speaker's items in one script."""
+    festival is the slowest to start, so it gets all of a speaker's items in one script."""
     default_f0 = ENGINE_VOICES[engine][voice]
     out = []
     program = front_end(engine, voice)
