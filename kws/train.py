@@ -29,7 +29,7 @@ from kws import augment, params
 from kws.checkpoints import list_local_checkpoints, restore, save
 from kws.common import KwsError
 from kws.files import SPLITS, load_feature_splits, to_model_layout, write_csv, write_metrics
-from kws.kernels import kernel_settings
+from kws.kernels import keep_freed_memory, kernel_settings
 from kws.labels import NUM_CLASSES, UNKNOWN
 from kws.model import ModelConfig, build_model, config_from_params, num_weights, weight_kib
 
@@ -207,7 +207,12 @@ def train(
     fp = fingerprint(hp, cfg, data.digest)
 
     torch.use_deterministic_algorithms(True)
+    # ...which also fills every new tensor with NaN before its op writes it, so that an op reading
+    # memory it never wrote would show. Training ends with finite weights, so none does here: the
+    # fill only cost time (a few percent of a step) and the bytes are the same without it.
+    torch.utils.deterministic.fill_uninitialized_memory = False
     torch.set_num_threads(TRAIN_THREADS)
+    keep_freed_memory()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     warm_cfg = warmup_config(cfg, tp.warmup_bit_width)
