@@ -1,9 +1,13 @@
-"""Does a lossy codec's round trip move the trained model's accuracy? Speech Commands clips went
-through a browser and a server before they became WAV files; if a codec's artefacts were what the
-synthetic corpus lacks, the model would lose accuracy on synthetic clips sent through one. Sends
-the synthetic test clips (data/dataset/test.npz) through ffmpeg's encoders and back, computes the
-pipeline's features and scores the trained checkpoint (checkpoints/) on them. No real clip is used.
-    python bench/check_codec_robustness.py
+"""Does what a recording chain does to speech move the trained model's accuracy? Speech Commands
+clips were recorded in web browsers, which run WebRTC's audio processing (noise suppression,
+automatic gain, a high-pass filter) on microphone input by default, and went through a server
+before they became WAV files. If such a chain's artefacts were what the synthetic corpus lacks,
+the model would lose accuracy on synthetic clips sent through it. Sends the synthetic test clips
+(data/dataset/test.npz) through ffmpeg's lossy encoders and back, and through WebRTC's processing
+(PyPI webrtc-noise-gain, if installed: all clips as one stream, as one recording session),
+computes the pipeline's features and scores the trained checkpoint (checkpoints/) on them. No real
+clip is used.
+    python bench/check_channel_robustness.py
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ CODECS = {  # name: ffmpeg output options
     "MP3, 32 kbit/s": ["-c:a", "libmp3lame", "-b:a", "32k", "-f", "mp3"],
     "Opus, 16 kbit/s": ["-c:a", "libopus", "-b:a", "16k", "-f", "ogg"],
 }
+WEBRTC = ((0, 1), (0, 3), (3, 2))  # (automatic gain target in -dBFS, 0: off; noise suppression level 0-4)
 GAP = 8000  # samples of silence before each clip, so that no codec frame spans two clips
 
 
@@ -48,6 +53,18 @@ def round_trip(audio: np.ndarray, options: list[str]) -> tuple[np.ndarray, float
     return out[:stream.size].reshape(n, GAP + samples)[:, GAP:], kbps
 
 
+def webrtc(audio: np.ndarray, auto_gain_dbfs: int, noise_suppression: int) -> np.ndarray:
+    """The clips through one WebRTC audio processor, 10 ms at a time, in order."""
+    import webrtc_noise_gain
+    processor = webrtc_noise_gain.AudioProcessor(auto_gain_dbfs, noise_suppression)
+    out = np.empty_like(audio)
+    for i, clip in enumerate(audio):
+        pcm = clip.tobytes()
+        out[i] = np.frombuffer(b"".join(processor.Process10ms(pcm[j:j + 320]).audio
+                                        for j in range(0, len(pcm), 320)), np.int16)
+    return out
+
+
 def main() -> None:
     cfg = FeatureConfig.from_params(load_params(REPO / "params.yaml"))
     test = np.load(REPO / "data" / "dataset" / "test.npz")
@@ -62,14 +79,23 @@ def main() -> None:
 
     clean, x_clean = score(audio)
     print(f"{len(audio)} synthetic test clips, model {path}\n")
-    print("| clips | kbit/s | accuracy | mean abs. change of c0 / c1-c9 |")
+    print("| clips | codec kbit/s | accuracy | mean abs. change of c0 / c1-c9 |")
     print("|---|---|---|---|")
     print(f"| as written | | {clean:.4f} | |")
-    for name, options in CODECS.items():
-        clips, kbps = round_trip(audio, options)
+    chains = {name: lambda options=options: round_trip(audio, options) for name, options in CODECS.items()}
+    try:
+        import webrtc_noise_gain  # noqa: F401
+        for gain, level in WEBRTC:
+            name = f"WebRTC noise suppression {level}" + (f", automatic gain to -{gain} dBFS" if gain else "")
+            chains[name] = lambda gain=gain, level=level: (webrtc(audio, gain, level), None)
+    except ImportError:
+        print("(webrtc-noise-gain is not installed: `pip install webrtc-noise-gain==1.3.0` adds WebRTC's rows)\n")
+    for name, chain in chains.items():
+        clips, kbps = chain()
         accuracy, x = score(clips)
         change = np.abs(x - x_clean).mean(axis=(0, 1))
-        print(f"| {name} | {kbps:.1f} | {accuracy:.4f} | {change[0]:.2f} / {change[1:].mean():.2f} |")
+        rate = f"{kbps:.1f}" if kbps else ""
+        print(f"| {name} | {rate} | {accuracy:.4f} | {change[0]:.2f} / {change[1:].mean():.2f} |")
 
 
 if __name__ == "__main__":
