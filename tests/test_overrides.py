@@ -51,3 +51,12 @@ def test_make_repro_real_runs_the_recipe_on_the_archives(tiny_repo, tmp_path):
     assert summary.pop("source") == "local" and tiny.pop("source") == "synthetic"
     assert summary == tiny  # the same clips, read from the archives as the real corpus would be
     assert len(list((repo / "kws_bin_files").glob("tst_*.bin"))) == 20
+
+
+def test_every_recipe_is_valid_params():
+    """Each recipe in recipes/, applied over params.yaml, passes the params schema."""
+    recipes = sorted((REPO / "recipes").glob("*.yaml"))
+    assert len(recipes) >= 2
+    for recipe in recipes:
+        r = overrides(recipe, "--params", REPO / "params.yaml")
+        assert r.returncode == 0 and r.stdout.startswith("-S "), (recipe.name, r.stderr)

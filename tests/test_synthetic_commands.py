@@ -19,9 +19,10 @@ def test_one_debian_package_list_for_the_makefile_and_the_code():
                            "print-debian-packages"], cwd=REPO, capture_output=True, text=True, check=True)
     assert make.stdout.split() == listed
     assert len(set(listed)) == len(listed), "a package listed twice"
-    for package, engine, voices in commands.debian_packages():
-        assert engine is None or engine in tts.ENGINE_VOICES, f"{package}: unknown engine {engine}"
-        assert set(voices) <= set(tts.ENGINE_VOICES.get(engine, ())), f"{package}: unknown voices {voices}"
+    for package, engines, voices in commands.debian_packages():
+        assert set(engines) <= set(tts.ENGINE_VOICES), f"{package}: unknown engines {engines}"
+        assert not voices or len(engines) == 1, f"{package}: voices of which engine?"
+        assert set(voices) <= set(tts.ENGINE_VOICES.get(engines[0] if engines else "", ())), f"{package}: unknown voices {voices}"
     for engine, voices in tts.ENGINE_VOICES.items():
         assert commands.packages(engine) and set(commands.packages(engine).split()) <= set(listed), engine
         for voice in voices:
@@ -30,6 +31,7 @@ def test_one_debian_package_list_for_the_makefile_and_the_code():
     assert commands.packages("festival", "rab_diphone") == "festvox-rablpc16k"
     assert commands.packages("mbrola_accented", "mb-de4-en") == "mbrola-de4"
     assert commands.packages("rhvoice", "clb") == commands.packages("rhvoice") == "rhvoice rhvoice-english"
+    assert commands.packages("piper") == commands.packages("kokoro") == "ffmpeg"
 
 
 def test_a_missing_or_failing_program_is_one_clear_line(monkeypatch):

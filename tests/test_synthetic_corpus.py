@@ -253,3 +253,18 @@ def test_piper_speakers_same_bytes_whatever_the_workers(tmp_path):
         assert (tmp_path / "1" / archive).read_bytes() == (tmp_path / "2" / archive).read_bytes(), archive
     speakers = [line for line in (tmp_path / "1" / "README.txt").read_text().splitlines() if ":joe " in line]
     assert len(speakers) == 3 and len({line.split()[3] for line in speakers}) == 3
+
+
+def test_kokoro_speakers_same_bytes_whatever_the_workers(tmp_path):
+    """Kokoro's speakers in the corpus (its network runs in this process: check_engines loads it
+    before the workers fork, and each worker loads its own): built by one process and by a pool of
+    two, the archives are the same bytes, and the speakers' voices are their own."""
+    cfg = {**TINY, "num_speakers": 3, "takes_per_word": 1, "engines": {"kokoro": 1}, "other_words_per_speaker": 1,
+           "test_silence_clips": 1, "test_unknown_clips": 1}
+    for workers in (1, 2):
+        build_corpus(tmp_path / str(workers), cfg, seed=5, workers=workers)
+    for archive in (TRAIN_ARCHIVE, TEST_ARCHIVE):
+        assert (tmp_path / "1" / archive).read_bytes() == (tmp_path / "2" / archive).read_bytes(), archive
+    speakers = [line.split()[2] for line in (tmp_path / "1" / "README.txt").read_text().splitlines()
+                if " kokoro:" in line]
+    assert len(speakers) == 3 and len(set(speakers)) == 3, speakers

