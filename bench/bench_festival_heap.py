@@ -8,6 +8,7 @@ once per heap, in alternating order; the audio of both heaps must be the same, b
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import statistics
 import sys
@@ -24,9 +25,8 @@ from kws.synthetic.corpus import check_params  # noqa: E402
 SMALL_HEAP = tts.festival
 
 
-def default_heap(script, what):
-    """festival as the corpus stage ran it before FESTIVAL_HEAP_CELLS: no --heap."""
-    return tts.run(["festival", "-b", str(script)], what, env=tts.festival_env())
+# festival as the corpus stage ran it before FESTIVAL_HEAP_CELLS: no --heap
+default_heap = functools.partial(tts.festival, heap_cells=None)
 
 
 def synthesize_all(chosen, speakers, cfg, seed) -> tuple[float, str]:
