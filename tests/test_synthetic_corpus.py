@@ -241,30 +241,18 @@ def test_missing_engine_is_one_line_no_fallback(tmp_path):
     assert not (tmp_path / "c").exists()
 
 
-def test_piper_speakers_same_bytes_whatever_the_workers(tmp_path):
-    """Piper's speakers in the corpus (the neural engine draws noise inside its network): built by
-    one process and by a pool of two, the archives are the same bytes, and each speaker is Joe
-    at its own rate and noise."""
-    cfg = {**TINY, "num_speakers": 3, "takes_per_word": 1, "engines": {"piper": 1}, "other_words_per_speaker": 1,
+@pytest.mark.parametrize("engine, own_field", [("piper", 3), ("kokoro", 2)])
+def test_neural_speakers_same_bytes_whatever_the_workers(tmp_path, engine, own_field):
+    """The neural engines' speakers in the corpus (Piper draws noise inside its network; Kokoro's
+    network runs in this process, loaded by check_engines before the workers fork, then by each
+    worker): built by one process and by a pool of two, the archives are the same bytes, and each
+    speaker is its own (Joe at its own pitch; a Kokoro voice of its own)."""
+    cfg = {**TINY, "num_speakers": 3, "takes_per_word": 1, "engines": {engine: 1}, "other_words_per_speaker": 1,
            "test_silence_clips": 1, "test_unknown_clips": 1}
     for workers in (1, 2):
         build_corpus(tmp_path / str(workers), cfg, seed=5, workers=workers)
     for archive in (TRAIN_ARCHIVE, TEST_ARCHIVE):
         assert (tmp_path / "1" / archive).read_bytes() == (tmp_path / "2" / archive).read_bytes(), archive
-    speakers = [line for line in (tmp_path / "1" / "README.txt").read_text().splitlines() if ":joe " in line]
-    assert len(speakers) == 3 and len({line.split()[3] for line in speakers}) == 3
-
-
-def test_kokoro_speakers_same_bytes_whatever_the_workers(tmp_path):
-    """Kokoro's speakers in the corpus (its network runs in this process: check_engines loads it
-    before the workers fork, and each worker loads its own): built by one process and by a pool of
-    two, the archives are the same bytes, and the speakers' voices are their own."""
-    cfg = {**TINY, "num_speakers": 3, "takes_per_word": 1, "engines": {"kokoro": 1}, "other_words_per_speaker": 1,
-           "test_silence_clips": 1, "test_unknown_clips": 1}
-    for workers in (1, 2):
-        build_corpus(tmp_path / str(workers), cfg, seed=5, workers=workers)
-    for archive in (TRAIN_ARCHIVE, TEST_ARCHIVE):
-        assert (tmp_path / "1" / archive).read_bytes() == (tmp_path / "2" / archive).read_bytes(), archive
-    speakers = [line.split()[2] for line in (tmp_path / "1" / "README.txt").read_text().splitlines()
-                if " kokoro:" in line]
-    assert len(speakers) == 3 and len(set(speakers)) == 3, speakers
+    speakers = [line.split() for line in (tmp_path / "1" / "README.txt").read_text().splitlines()
+                if f" {engine}:" in line]
+    assert len(speakers) == 3 and len({s[own_field] for s in speakers}) == 3, speakers
