@@ -44,11 +44,10 @@ def find_schema_dir() -> Path | None:
             if (cand / "expconf" / "v0" / "experiment.json").is_file():
                 return cand
         raise KwsError(f"{ENV_VAR}={given}: no expconf/v0/experiment.json under it or under its schemas/")
-    for parent in Path(__file__).resolve().parents[1].parents:
-        cand = parent / FIXTURE_SUBDIR
-        if (cand / "expconf" / "v0" / "experiment.json").is_file():
-            return cand
-    return None
+    # Only the checkout's own sibling: walking further up would pick up an unrelated shared/
+    # folder (say /tmp/shared) for a copy that has none next to it.
+    cand = Path(__file__).resolve().parents[1].parent / FIXTURE_SUBDIR
+    return cand if (cand / "expconf" / "v0" / "experiment.json").is_file() else None
 
 
 # --- the custom keywords -------------------------------------------------------------------
