@@ -31,7 +31,7 @@ def test_one_debian_package_list_for_the_makefile_and_the_code():
     assert commands.packages("festival", "rab_diphone") == "festvox-rablpc16k"
     assert commands.packages("mbrola_accented", "mb-de4-en") == "mbrola-de4"
     assert commands.packages("rhvoice", "clb") == commands.packages("rhvoice") == "rhvoice rhvoice-english"
-    assert commands.packages("piper") == commands.packages("kokoro") == "ffmpeg"
+    assert commands.packages("piper") == commands.packages("kokoro") == commands.packages("kokoro_en") == "ffmpeg"
 
 
 def test_a_missing_or_failing_program_is_one_clear_line(monkeypatch):

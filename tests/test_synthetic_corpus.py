@@ -241,7 +241,7 @@ def test_missing_engine_is_one_line_no_fallback(tmp_path):
     assert not (tmp_path / "c").exists()
 
 
-@pytest.mark.parametrize("engine, own_field", [("piper", 3), ("kokoro", 2)])
+@pytest.mark.parametrize("engine, own_field", [("piper", 3), ("kokoro", 2), ("kokoro_en", 2)])
 def test_neural_speakers_same_bytes_whatever_the_workers(tmp_path, engine, own_field):
     """The neural engines' speakers in the corpus (Piper draws noise inside its network; Kokoro's
     network runs in this process, loaded by check_engines before the workers fork, then by each

@@ -3,6 +3,8 @@ says every word of the corpus in both dialects, pitch moves by rubberband, mixtu
 of their own, the same items give the same bytes in every process, and a missing package or
 phoneme is one clear line."""
 import hashlib
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +85,57 @@ def test_kokoro_missing_is_one_clear_error():
         kokoro.synthesize("jf_alpha/en-au", ITEMS)
     with pytest.raises(KwsError, match="kokoro: no phoneme '§'"):
         kokoro._say("jˈɛs§", np.zeros((510, 256), np.float32), 1.0)
+
+
+# --- kokoro_en: the same model's English speakers, style vectors from npm's kokoro-js -------------
+
+ENGLISH_MIXTURE = "bf_emma+bm_george/en-gb"
+
+
+def test_english_speakers_speak_in_their_own_dialect():
+    """28 English speakers (American a*, British b*), each alone and in mixtures of two of one
+    dialect, spoken in that dialect: an American and a British speaker say the words, each voice
+    differently."""
+    assert len(kokoro.ENGLISH_STYLES) == 28 and len(kokoro.ENGLISH_VOICES) == 28 + 20 * 19 // 2 + 8 * 7 // 2
+    for voice in kokoro.ENGLISH_VOICES:
+        styles, dialect = voice.split("/")
+        assert {kokoro.ENGLISH_DIALECT[s[0]] for s in styles.split("+")} == {dialect}, voice
+    assert set(tts.ENGINE_VOICES["kokoro_en"]) == set(kokoro.ENGLISH_VOICES)
+    heard = {}
+    for voice in ("af_heart/en-us", "bm_george/en-gb", ENGLISH_MIXTURE):
+        audio = tts.synthesize("kokoro_en", voice, ITEMS)
+        for (text, _, _), (x, rate) in zip(ITEMS, audio):
+            assert rate == 24000 and 0.3 < len(x) / rate < 2.0, (voice, text)
+            assert np.abs(x).max() > 0.2 and np.sqrt(np.mean(x ** 2)) > 0.02, (voice, text)
+        heard[voice] = _sha(audio)
+    assert len({h for hs in heard.values() for h in hs}) == 3 * len(ITEMS)
+
+
+def test_english_speakers_are_deterministic_across_processes():
+    """The same English mixture's items give the same bytes in another process."""
+    code = _SYNTH.replace("'kokoro'", "'kokoro_en'").replace(repr(MIXTURE), repr(ENGLISH_MIXTURE))
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert run.stdout.split() == _sha(tts.synthesize("kokoro_en", ENGLISH_MIXTURE, ITEMS))
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "duplicated"])
+def test_english_voices_missing_is_one_clear_error(tmp_path, damage):
+    """No kokoro-js voices where they are looked for (KWS_KOKORO_VOICES), a cut file, or one
+    speaker's file where another's should be: one line naming the file (and how to install them)."""
+    if damage == "truncated":
+        (tmp_path / "af_alloy.bin").write_bytes(np.zeros((100, 256), "<f4").tobytes())
+    if damage == "duplicated":  # a copy where another speaker should be
+        for name in kokoro.ENGLISH_STYLES:
+            shutil.copy(kokoro.ENGLISH_VOICES_DIR / f"{name}.bin", tmp_path)
+        shutil.copy(tmp_path / "af_alloy.bin", tmp_path / "af_bella.bin")
+    code = "from kws.synthetic import tts; tts.check_engines(['kokoro_en'])"
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                       env={**os.environ, kokoro.ENV_VAR: str(tmp_path)})
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]
+    if damage == "missing":
+        assert f"the kokoro_en engine needs {tmp_path / 'af_alloy.bin'} (kokoro-js 1.2.1's voices, by make setup" in last
+    elif damage == "truncated":
+        assert f"{tmp_path / 'af_alloy.bin'}: expected 510 x 256 float32 values, got 100 rows" in last
+    else:
+        assert f"{tmp_path / 'af_bella.bin'}: the same style vectors as af_alloy.bin" in last

@@ -101,6 +101,9 @@ def _english_styles() -> dict[str, np.ndarray]:
         styles[name] = np.fromfile(path, "<f4").reshape(-1, 256)
         if styles[name].shape[0] != 510:
             raise KwsError(f"{path}: expected 510 x 256 float32 values, got {styles[name].shape[0]} rows")
+        same = [other for other in styles if other != name and np.array_equal(styles[other], styles[name])]
+        if same:
+            raise KwsError(f"{path}: the same style vectors as {same[0]}.bin")
     return styles
 
 

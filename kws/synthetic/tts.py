@@ -213,7 +213,9 @@ def check_engines(engines: list[str]) -> None:
             audio = [espeak("forward marvin", v) for v in voices]
         elif engine in ("kokoro", "kokoro_en"):  # its style vectors (mixtures are made of them); this
             # also loads the model in this process, so the parts are joined before the workers fork
-            voices = [v for v in voices if "+" not in v and (engine == "kokoro_en" or v.endswith("/en-us"))]
+            # kokoro_en: one speaker of each dialect (its 28 files are checked as they load)
+            voices = ([v for v in voices if "+" not in v and v.endswith("/en-us")] if engine == "kokoro"
+                      else [f"{kokoro.ENGLISH_STYLES[0]}/en-us", f"{kokoro.ENGLISH_STYLES[-1]}/en-gb"])
             audio = [synthesize(engine, v, [("forward marvin", 1.0, 1.0)])[0] for v in voices]
         else:
             if engine == "flite":
